@@ -1,0 +1,194 @@
+//! Starting and stopping a gateway instance: bind the listeners, spawn the proxy, the admin API
+//! and the config watcher, and drain on shutdown. Tests start instances in-process on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigIssue, GatewayConfig, Overrides};
+use crate::gateway::Gateway;
+
+/// What to start.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The validated config.
+    pub config: GatewayConfig,
+    /// The file to watch for live changes, if any.
+    pub config_path: Option<PathBuf>,
+    /// Bootstrap overrides re-applied on every reload.
+    pub overrides: Overrides,
+    /// How often the config file is checked (default 1 s).
+    pub watch_interval: Option<Duration>,
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config cannot be built.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigIssue>),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running instance.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    /// Shared state (snapshot, metrics).
+    pub gateway: Arc<Gateway>,
+    /// The admin bearer token in force (configured or generated).
+    pub admin_token: Arc<str>,
+    /// Whether the token was generated at start (to print it once).
+    pub token_generated: bool,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    let parsed: SocketAddr = addr.parse().map_err(|_| StartError::Bind {
+        addr: addr.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
+    })?;
+    let socket = if parsed.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .and_then(|s| {
+        s.set_reuseaddr(true)?;
+        s.bind(parsed)?;
+        Ok(s)
+    })
+    .map_err(|source| StartError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    socket.listen(1024).map_err(|source| StartError::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+/// Start an instance: returns once both listeners are bound and serving.
+pub async fn start(opts: Options) -> Result<Running, StartError> {
+    let issues = crate::config::validate(&opts.config);
+    if !issues.is_empty() {
+        return Err(StartError::Config(issues));
+    }
+    let tls = match &opts.config.tls {
+        Some(t) => Some(crate::proxy::tls::acceptor(t).map_err(|i| StartError::Config(vec![i]))?),
+        None => None,
+    };
+    let (token, token_generated) = match opts.config.admin.token.clone() {
+        Some(t) => (t, false),
+        None => (generate_token(), true),
+    };
+    let proxy_listener = bind(&opts.config.listen).await?;
+    let admin_listener = bind(&opts.config.admin.listen).await?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: opts.config.listen.clone(),
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: opts.config.admin.listen.clone(),
+            source,
+        })?;
+    let gateway = Gateway::new(opts.config).map_err(StartError::Config)?;
+    let (stop, stop_rx) = watch::channel(false);
+    let token: Arc<str> = token.into();
+
+    let mut tasks = Vec::new();
+    let mut rx = stop_rx.clone();
+    tasks.push(tokio::spawn(crate::proxy::server::serve(
+        gateway.clone(),
+        proxy_listener,
+        tls,
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    )));
+    let admin = crate::admin::router(gateway.clone(), token.clone());
+    let mut rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    }));
+    if let Some(path) = opts.config_path {
+        tasks.push(crate::config::watch::spawn(
+            gateway.clone(),
+            path,
+            opts.overrides,
+            opts.watch_interval.unwrap_or(Duration::from_secs(1)),
+            stop_rx,
+        ));
+    }
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        gateway,
+        admin_token: token,
+        token_generated,
+        stop,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stop accepting; in-flight requests drain (bounded by `server.drain_timeout`).
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Stop and wait until every request has drained.
+    pub async fn shutdown(self) {
+        self.begin_shutdown();
+        self.wait().await;
+    }
+
+    /// Wait until the instance has stopped.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// A 256-bit token from the OS's CSPRNG, URL-safe.
+fn generate_token() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 43];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness is a broken host; refuse to invent a guessable token.
+        panic!("the operating system provides no randomness for the admin token");
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(b & 63)] as char)
+        .collect()
+}

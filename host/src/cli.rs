@@ -1,0 +1,233 @@
+//! The `ferrox` command line: `serve`, `validate`, `config schema`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{Options, start};
+use crate::config::{self, Overrides, QUICKSTART_YAML};
+
+/// Ferrox: a programmable API gateway.
+///
+/// Routes, balances and protects HTTP traffic to your services, configured by one declarative
+/// YAML file that is applied live when it changes.
+#[derive(Debug, Parser)]
+#[command(name = "ferrox", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Check a config file and print every error with its path; exits 1 when invalid.
+    Validate {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Config file tools.
+    Config {
+        /// What to print.
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
+}
+
+/// `ferrox config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the JSON Schema of the config file.
+    Schema,
+    /// Print the quickstart config embedded in the binary.
+    Example,
+}
+
+/// `ferrox serve` flags; each can also be given as the `FERROX_*` variable shown.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (YAML), watched and applied live when it changes.
+    #[arg(long, short, env = "FERROX_CONFIG", conflicts_with = "demo")]
+    pub config: Option<PathBuf>,
+    /// Run the embedded quickstart config with a built-in echo upstream on 127.0.0.1:9001.
+    #[arg(long)]
+    pub demo: bool,
+    /// Proxy listen address (overrides `listen`).
+    #[arg(long, env = "FERROX_LISTEN")]
+    pub listen: Option<String>,
+    /// Admin listen address (overrides `admin.listen`).
+    #[arg(long, env = "FERROX_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Admin bearer token (overrides `admin.token`); generated and printed once when unset.
+    #[arg(long, env = "FERROX_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Worker threads of the runtime (default: one per CPU).
+    #[arg(long, env = "FERROX_WORKERS")]
+    pub workers: Option<usize>,
+    /// Log filter, e.g. `info`, `warn,ferrox::access=off`.
+    #[arg(long, env = "FERROX_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
+    #[arg(long, env = "FERROX_LOG_FORMAT", default_value = "auto")]
+    pub log_format: String,
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Config {
+            what: ConfigCommand::Schema,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config::json_schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            what: ConfigCommand::Example,
+        } => {
+            print!("{QUICKSTART_YAML}");
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match config::load_file(file, &Overrides::default()) {
+        Ok(_) => {
+            println!("{}: valid", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for issue in e.issues() {
+                eprintln!("{issue}");
+            }
+            eprintln!("{}: {} error(s)", file.display(), e.issues().len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    crate::logging::init(&args.log, &args.log_format);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(args))
+}
+
+async fn run(args: ServeArgs) -> ExitCode {
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        admin_listen: args.admin_listen.clone(),
+        admin_token: args.admin_token.clone(),
+    };
+    let (loaded, path) = match (&args.config, args.demo) {
+        (Some(path), _) => (config::load_file(path, &overrides), Some(path.clone())),
+        (None, _) => (config::load_str(QUICKSTART_YAML, &overrides), None),
+    };
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            for issue in e.issues() {
+                eprintln!("{issue}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let demo_task = if args.demo || args.config.is_none() {
+        match crate::demo::bind().await {
+            Ok((listener, addr)) => {
+                tracing::info!(%addr, "demo upstream listening");
+                Some(tokio::spawn(crate::demo::serve(listener)))
+            }
+            Err(e) => {
+                eprintln!(
+                    "cannot start the demo upstream on {}: {e}",
+                    crate::demo::DEMO_UPSTREAM
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let running = match start(Options {
+        config: cfg,
+        config_path: path,
+        overrides,
+        watch_interval: None,
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if running.token_generated {
+        eprintln!(
+            "admin token (generated for this run, shown once): {}\nset FERROX_ADMIN_TOKEN or admin.token to choose your own",
+            running.admin_token
+        );
+    }
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "ferrox is serving");
+    if demo_task.is_some() {
+        eprintln!(
+            "\nFerrox is up. Try:\n  curl -i http://{p}/demo/hello\n  curl http://{a}/health\n  curl -H 'Authorization: Bearer {t}' http://{a}/metrics\n",
+            p = running.proxy_addr,
+            a = running.admin_addr,
+            t = running.admin_token,
+        );
+    }
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    running.shutdown().await;
+    if let Some(t) = demo_task {
+        t.abort();
+    }
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,423 @@
+//! The declarative configuration document, exactly as written in the YAML file.
+//!
+//! These `*Config` types are parsed input: they are validated by [`super::validate`] and then
+//! built into runtime types (`crate::snapshot`). Every field is documented here; the docs become
+//! the JSON Schema (`ferrox config schema`) and the reference in `docs/configuration.md`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::units::{ByteSize, Dur};
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the proxy listens on (`host:port`). Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// TLS for the proxy listener; when set, the listener speaks HTTPS with HTTP/2 and HTTP/1.1
+    /// negotiated by ALPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// The admin listener (`/health`, `/metrics`, admin API).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where shared state (counters, cache) lives: `local` (in-process, the default) or a
+    /// `redis://` URL.
+    #[serde(default = "default_state")]
+    pub state: String,
+    /// Limits and timeouts of the downstream (client-facing) HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Backend services and their targets.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes: which requests go to which upstream, through which filters.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// API consumers and their credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerConfig>,
+    /// Custom filter plugins (WebAssembly components) and the host services granted to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginConfig>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_state() -> String {
+    "local".into()
+}
+
+/// Certificate and key (PEM files) for a TLS listener.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Path to the PEM certificate chain.
+    pub cert: String,
+    /// Path to the PEM private key.
+    pub key: String,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener. Default `127.0.0.1:9080`. A non-loopback address requires
+    /// a token.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token required by every admin call except `/health`. Prefer `FERROX_ADMIN_TOKEN`.
+    /// When absent, a random token is generated at start and printed once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9080".into()
+}
+
+/// Limits and timeouts of the client-facing server (DESIGN §9 defaults).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Time allowed for a client to send a request's headers (408 after it).
+    pub header_read_timeout: Dur,
+    /// Longest pause allowed between two chunks of a request body (408 after it).
+    pub body_idle_timeout: Dur,
+    /// Largest request header section (431 beyond it).
+    pub max_header_bytes: ByteSize,
+    /// Most request header fields (431 beyond it).
+    pub max_headers: usize,
+    /// Concurrent HTTP/2 streams allowed per connection.
+    pub max_concurrent_streams: u32,
+    /// Accept cleartext HTTP/2 with prior knowledge (h2c) on a plain listener.
+    pub h2c: bool,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout: Dur,
+    /// Peers (CIDRs) whose `X-Forwarded-For` / `X-Forwarded-Proto` are trusted. Others are
+    /// replaced by what the gateway sees.
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Name of the header carrying the request id (kept when valid, generated otherwise).
+    pub request_id_header: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Dur::secs(10),
+            body_idle_timeout: Dur::secs(30),
+            max_header_bytes: ByteSize(64 * 1024),
+            max_headers: 100,
+            max_concurrent_streams: 100,
+            h2c: true,
+            drain_timeout: Dur::secs(30),
+            trusted_proxies: Vec::new(),
+            request_id_header: "x-request-id".into(),
+        }
+    }
+}
+
+/// A backend service: a set of targets, how to balance, check and protect them.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Targets as `host:port` (plain HTTP) or `http://host:port` / `https://host:port`.
+    pub targets: Vec<String>,
+    /// How a target is chosen for each request.
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `balance: hash`: the request header whose value picks the target (consistent
+    /// hashing; requests without it are spread round robin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_header: Option<String>,
+    /// Active health checks; without them only passive health (the circuit breaker) applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Per-target circuit breaker (also the passive health check).
+    #[serde(default)]
+    pub circuit_breaker: BreakerConfig,
+    /// Timeouts towards this upstream.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// How many times an idempotent request without a body is retried on another target when
+    /// no response was received. Default 1.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Caps retries to a fraction of requests so retries cannot multiply an outage.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Protocol towards targets: `auto` (HTTP/1.1, or HTTP/2 when TLS ALPN offers it), `http1`,
+    /// or `http2` (also cleartext h2c with prior knowledge).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Send the client's `Host` header upstream instead of the target's authority.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// TLS settings for `https://` targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+/// Load-balancing algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each target in turn.
+    #[default]
+    RoundRobin,
+    /// The target with the fewest requests in flight.
+    LeastRequests,
+    /// Consistent (rendezvous) hashing on `hash_header`.
+    Hash,
+}
+
+/// Protocol spoken to targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, or HTTP/2 when negotiated by TLS ALPN.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (h2c prior knowledge on plain targets).
+    Http2,
+}
+
+/// TLS towards `https://` targets.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Extra CA certificates (PEM file) trusted for targets, besides the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Server name to verify instead of the target host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+/// Active health check.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET on each target.
+    pub path: String,
+    /// Time between two checks of a target.
+    #[serde(default = "default_hc_interval")]
+    pub interval: Dur,
+    /// A check slower than this fails.
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes that bring an unhealthy target back.
+    #[serde(default = "default_healthy")]
+    pub healthy: u32,
+    /// Consecutive failures that mark a target unhealthy.
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy: u32,
+}
+
+fn default_hc_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_hc_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn default_healthy() -> u32 {
+    2
+}
+fn default_unhealthy() -> u32 {
+    3
+}
+
+/// Circuit breaker settings (per target).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures (connect errors, timeouts, 502/503/504) that open the circuit.
+    pub failures: u32,
+    /// How long the circuit stays open before one probe request is let through.
+    pub cooldown: Dur,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown: Dur::secs(30),
+        }
+    }
+}
+
+/// Timeouts towards an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Establishing a connection (TCP + TLS) to a target (502 after it).
+    pub connect: Dur,
+    /// From sending the request to receiving the response headers (504 after it).
+    pub request: Dur,
+    /// Longest pause between two chunks of the response body; also how long an unused pooled
+    /// connection is kept.
+    pub idle: Dur,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect: Dur::secs(2),
+            request: Dur::secs(30),
+            idle: Dur::secs(60),
+        }
+    }
+}
+
+/// Retry budget: retries allowed are `min_per_sec` plus `ratio` × requests.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    /// Fraction of requests that may be retried (0.0–1.0).
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the traffic.
+    pub min_per_sec: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            min_per_sec: 10,
+        }
+    }
+}
+
+/// A route: a request matcher, the upstream it goes to, and its filter pipeline.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name (used in metrics, logs and the admin API).
+    pub name: String,
+    /// Which requests this route takes.
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    /// Name of the upstream requests are sent to.
+    pub upstream: String,
+    /// Remove the matched `path_prefix` before forwarding (`/api/users/7` → `/7`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replace the matched prefix (or exact path) with this path before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+    /// Largest request body accepted (413 beyond it). Default 10MiB.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// Allow WebSocket upgrades on this route.
+    #[serde(default)]
+    pub websocket: bool,
+    /// Accept percent-encoded `/` and `\` (`%2F`, `%5C`) in the path (400 otherwise).
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
+    /// Filters run on each request, in this order (responses in reverse order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterConfig>,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize::mib(10)
+}
+
+/// Conditions a request must meet; all given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Path prefix, matched on segment boundaries (`/api` matches `/api` and `/api/x`, not
+    /// `/apix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Exact path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Host names (`api.example.com` or `*.example.com`); any of them matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Single host name, same as `hosts: [NAME]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Methods accepted (any when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Headers that must be present with exactly this value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One filter of a route's pipeline.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Built-in plugin name or the name of a plugin declared under `plugins`.
+    pub plugin: String,
+    /// The filter's own configuration, validated by the filter.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// What a failing filter does: `closed` (503) or `open` (skipped). Auth filters are always
+    /// closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<String>,
+    /// `pooled` (warm instances reused) or `request` (a fresh instance per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+    /// Deadline of one filter call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Memory cap of one filter instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+}
+
+/// A consumer of the API and its credentials.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Unique name.
+    pub name: String,
+    /// API keys: plaintext (hashed on load) or `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// JWT credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jwt: Vec<serde_json::Value>,
+}
+
+/// A custom filter plugin.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name routes use in `filters[].plugin`.
+    pub name: String,
+    /// Path to the `.wasm` component.
+    pub path: String,
+    /// Host services the plugin may import (`log`, `clock`, `counters`, `cache`, …).
+    #[serde(default)]
+    pub grants: Vec<String>,
+}

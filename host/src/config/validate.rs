@@ -1,0 +1,501 @@
+//! Semantic validation: every error in the document, each with its path
+//! (`routes[2].upstream: unknown upstream "userz"`). Pure functions, no I/O.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+
+use http::uri::{Authority, Scheme};
+
+use super::model::{Balance, GatewayConfig, MatchConfig, RouteConfig, UpstreamConfig};
+
+/// One problem in a configuration document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Where: `routes[2].upstream`.
+    pub path: String,
+    /// What is wrong, and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Collects issues while walking the document.
+#[derive(Default)]
+pub struct Issues(pub Vec<ConfigIssue>);
+
+impl Issues {
+    /// Record an issue at `path`.
+    pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A parsed upstream target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetAddr {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// `host:port`, as sent in requests.
+    pub authority: Authority,
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scheme == Scheme::HTTPS {
+            write!(f, "https://{}", self.authority)
+        } else {
+            write!(f, "{}", self.authority)
+        }
+    }
+}
+
+/// Parse `host:port`, `http://host[:port]` or `https://host[:port]`.
+pub fn parse_target(raw: &str) -> Result<TargetAddr, String> {
+    let (scheme, rest) = if let Some(rest) = raw.strip_prefix("https://") {
+        (Scheme::HTTPS, rest)
+    } else if let Some(rest) = raw.strip_prefix("http://") {
+        (Scheme::HTTP, rest)
+    } else if raw.contains("://") {
+        return Err(format!(
+            "target {raw:?} has an unsupported scheme; use host:port, http:// or https://"
+        ));
+    } else {
+        (Scheme::HTTP, raw)
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(format!(
+            "target {raw:?} must be host:port without path, query or user info"
+        ));
+    }
+    let with_port = if rest.rsplit_once(':').is_some_and(|(h, p)| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':')
+    }) {
+        rest.to_string()
+    } else {
+        let port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        format!("{rest}:{port}")
+    };
+    let authority: Authority = with_port
+        .parse()
+        .map_err(|_| format!("target {raw:?} is not a valid host:port"))?;
+    if authority.host().is_empty() || authority.port_u16().is_none_or(|p| p == 0) {
+        return Err(format!("target {raw:?} needs a host and a non-zero port"));
+    }
+    Ok(TargetAddr { scheme, authority })
+}
+
+/// Validate a parsed document; returns every issue found (empty when valid).
+pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
+    let mut issues = Issues::default();
+    check_addr(&mut issues, "listen", &cfg.listen);
+    check_addr(&mut issues, "admin.listen", &cfg.admin.listen);
+    if let Ok(addr) = cfg.admin.listen.parse::<SocketAddr>()
+        && !addr.ip().is_loopback()
+        && cfg.admin.token.as_deref().is_none_or(str::is_empty)
+    {
+        issues.add(
+                "admin.listen",
+                format!(
+                    "{addr} is not a loopback address: set admin.token (or FERROX_ADMIN_TOKEN) to expose the admin API"
+                ),
+            );
+    }
+    if cfg.admin.token.as_deref() == Some("") {
+        issues.add("admin.token", "must not be empty");
+    }
+    if cfg.state != "local"
+        && !cfg.state.starts_with("redis://")
+        && !cfg.state.starts_with("rediss://")
+    {
+        issues.add(
+            "state",
+            format!(
+                "{:?} is not a state store; use `local` or a redis:// URL",
+                cfg.state
+            ),
+        );
+    }
+    let s = &cfg.server;
+    if s.max_headers == 0 || s.max_headers > 1000 {
+        issues.add("server.max_headers", "must be between 1 and 1000");
+    }
+    if s.max_header_bytes.0 < 1024 || s.max_header_bytes.0 > 1024 * 1024 {
+        issues.add("server.max_header_bytes", "must be between 1KiB and 1MiB");
+    }
+    if s.header_read_timeout.0.is_zero() {
+        issues.add("server.header_read_timeout", "must be greater than zero");
+    }
+    if s.body_idle_timeout.0.is_zero() {
+        issues.add("server.body_idle_timeout", "must be greater than zero");
+    }
+    if s.max_concurrent_streams == 0 {
+        issues.add("server.max_concurrent_streams", "must be at least 1");
+    }
+    if http::HeaderName::from_bytes(s.request_id_header.as_bytes()).is_err() {
+        issues.add(
+            "server.request_id_header",
+            format!("{:?} is not a valid header name", s.request_id_header),
+        );
+    }
+
+    let mut upstream_names = HashMap::new();
+    for (i, up) in cfg.upstreams.iter().enumerate() {
+        let path = format!("upstreams[{i}]");
+        if let Some(first) = upstream_names.insert(up.name.as_str(), i) {
+            issues.add(
+                format!("{path}.name"),
+                format!(
+                    "duplicate upstream name {:?} (also upstreams[{first}])",
+                    up.name
+                ),
+            );
+        }
+        check_upstream(&mut issues, &path, up);
+    }
+
+    let mut route_names = HashMap::new();
+    let mut matchers: Vec<(usize, &MatchConfig)> = Vec::new();
+    for (i, route) in cfg.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some(first) = route_names.insert(route.name.as_str(), i) {
+            issues.add(
+                format!("{path}.name"),
+                format!(
+                    "duplicate route name {:?} (also routes[{first}])",
+                    route.name
+                ),
+            );
+        }
+        check_route(&mut issues, &path, route, &upstream_names);
+        if let Some((j, _)) = matchers.iter().find(|(_, m)| **m == route.matcher) {
+            issues.add(
+                format!("{path}.match"),
+                format!("same match as routes[{j}]; one of them could never be chosen"),
+            );
+        }
+        matchers.push((i, &route.matcher));
+    }
+
+    let mut consumer_names = HashSet::new();
+    for (i, c) in cfg.consumers.iter().enumerate() {
+        if c.name.trim().is_empty() {
+            issues.add(format!("consumers[{i}].name"), "must not be empty");
+        } else if !consumer_names.insert(c.name.as_str()) {
+            issues.add(
+                format!("consumers[{i}].name"),
+                format!("duplicate consumer name {:?}", c.name),
+            );
+        }
+    }
+    let mut plugin_names = HashSet::new();
+    for (i, p) in cfg.plugins.iter().enumerate() {
+        if !plugin_names.insert(p.name.as_str()) {
+            issues.add(
+                format!("plugins[{i}].name"),
+                format!("duplicate plugin name {:?}", p.name),
+            );
+        }
+    }
+    issues.0
+}
+
+fn check_addr(issues: &mut Issues, path: &str, value: &str) {
+    if value.parse::<SocketAddr>().is_err() {
+        issues.add(
+            path,
+            format!("{value:?} is not an address; write ip:port, e.g. 127.0.0.1:8080"),
+        );
+    }
+}
+
+fn check_name(issues: &mut Issues, path: String, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        issues.add(
+            path,
+            format!("{name:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"),
+        );
+    }
+}
+
+fn check_upstream(issues: &mut Issues, path: &str, up: &UpstreamConfig) {
+    check_name(issues, format!("{path}.name"), &up.name);
+    if up.targets.is_empty() {
+        issues.add(format!("{path}.targets"), "needs at least one target");
+    }
+    for (j, t) in up.targets.iter().enumerate() {
+        if let Err(e) = parse_target(t) {
+            issues.add(format!("{path}.targets[{j}]"), e);
+        }
+    }
+    match (&up.balance, &up.hash_header) {
+        (Balance::Hash, None) => issues.add(
+            format!("{path}.hash_header"),
+            "required when balance is `hash`",
+        ),
+        (Balance::Hash, Some(h)) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => issues
+            .add(
+                format!("{path}.hash_header"),
+                format!("{h:?} is not a valid header name"),
+            ),
+        (Balance::RoundRobin | Balance::LeastRequests, Some(_)) => issues.add(
+            format!("{path}.hash_header"),
+            "only used with `balance: hash`",
+        ),
+        _ => {}
+    }
+    if let Some(hc) = &up.health_check {
+        if !hc.path.starts_with('/') {
+            issues.add(format!("{path}.health_check.path"), "must start with '/'");
+        }
+        if hc.interval.0.is_zero() {
+            issues.add(
+                format!("{path}.health_check.interval"),
+                "must be greater than zero",
+            );
+        }
+        if hc.timeout.0.is_zero() {
+            issues.add(
+                format!("{path}.health_check.timeout"),
+                "must be greater than zero",
+            );
+        }
+        if hc.healthy == 0 {
+            issues.add(format!("{path}.health_check.healthy"), "must be at least 1");
+        }
+        if hc.unhealthy == 0 {
+            issues.add(
+                format!("{path}.health_check.unhealthy"),
+                "must be at least 1",
+            );
+        }
+    }
+    if up.circuit_breaker.failures == 0 {
+        issues.add(
+            format!("{path}.circuit_breaker.failures"),
+            "must be at least 1",
+        );
+    }
+    if up.circuit_breaker.cooldown.0.is_zero() {
+        issues.add(
+            format!("{path}.circuit_breaker.cooldown"),
+            "must be greater than zero",
+        );
+    }
+    for (field, d) in [
+        ("connect", up.timeouts.connect),
+        ("request", up.timeouts.request),
+        ("idle", up.timeouts.idle),
+    ] {
+        if d.0.is_zero() {
+            issues.add(
+                format!("{path}.timeouts.{field}"),
+                "must be greater than zero",
+            );
+        }
+    }
+    if up.retries > 10 {
+        issues.add(format!("{path}.retries"), "must be 10 or less");
+    }
+    if !(0.0..=1.0).contains(&up.retry_budget.ratio) {
+        issues.add(
+            format!("{path}.retry_budget.ratio"),
+            "must be between 0.0 and 1.0",
+        );
+    }
+}
+
+fn check_route(
+    issues: &mut Issues,
+    path: &str,
+    route: &RouteConfig,
+    upstreams: &HashMap<&str, usize>,
+) {
+    check_name(issues, format!("{path}.name"), &route.name);
+    if !upstreams.contains_key(route.upstream.as_str()) {
+        issues.add(
+            format!("{path}.upstream"),
+            format!("unknown upstream {:?}", route.upstream),
+        );
+    }
+    let m = &route.matcher;
+    match (&m.path, &m.path_prefix) {
+        (Some(_), Some(_)) => issues.add(
+            format!("{path}.match"),
+            "give either `path` or `path_prefix`, not both",
+        ),
+        (None, None) => issues.add(
+            format!("{path}.match"),
+            "needs `path` or `path_prefix` (use `path_prefix: /` to match everything)",
+        ),
+        _ => {}
+    }
+    for (field, p) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+        if let Some(p) = p {
+            if !p.starts_with('/') {
+                issues.add(format!("{path}.match.{field}"), "must start with '/'");
+            } else if crate::router::normalize_path(p).as_deref() != Ok(p.as_str())
+                && !(field == "path_prefix" && p.ends_with('/') && p.len() > 1)
+            {
+                issues.add(
+                    format!("{path}.match.{field}"),
+                    format!("{p:?} is not a normalised path (no `//`, `.` or `..` segments)"),
+                );
+            }
+        }
+    }
+    let hosts = m.hosts.iter().chain(m.host.iter());
+    for (j, h) in hosts.enumerate() {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !bare.is_empty()
+            && !bare.contains('*')
+            && bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+        if !ok {
+            issues.add(
+                format!("{path}.match.hosts[{j}]"),
+                format!("{h:?} is not a host name (wildcards only as a leading `*.`)"),
+            );
+        }
+    }
+    for (j, meth) in m.methods.iter().enumerate() {
+        match http::Method::from_bytes(meth.as_bytes()) {
+            Ok(x) if x == http::Method::CONNECT => issues.add(
+                format!("{path}.match.methods[{j}]"),
+                "CONNECT is never proxied",
+            ),
+            Ok(_) if meth.bytes().all(|b| b.is_ascii_uppercase()) => {}
+            _ => issues.add(
+                format!("{path}.match.methods[{j}]"),
+                format!("{meth:?} is not an upper-case HTTP method"),
+            ),
+        }
+    }
+    for (name, value) in &m.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            issues.add(
+                format!("{path}.match.headers.{name}"),
+                "not a valid header name",
+            );
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            issues.add(
+                format!("{path}.match.headers.{name}"),
+                "not a valid header value",
+            );
+        }
+    }
+    if route.strip_prefix && m.path_prefix.is_none() {
+        issues.add(format!("{path}.strip_prefix"), "needs `match.path_prefix`");
+    }
+    if route.strip_prefix && route.rewrite.is_some() {
+        issues.add(
+            format!("{path}.rewrite"),
+            "give either `strip_prefix` or `rewrite`, not both",
+        );
+    }
+    if let Some(r) = &route.rewrite
+        && !r.starts_with('/')
+    {
+        issues.add(format!("{path}.rewrite"), "must start with '/'");
+    }
+    for (j, f) in route.filters.iter().enumerate() {
+        issues.add(
+            format!("{path}.filters[{j}].plugin"),
+            format!(
+                "filter plugin {:?} cannot run: this build has no filter runtime, and a route must never run without the filters it declares",
+                f.plugin
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_yaml;
+
+    fn issues_of(yaml: &str) -> Vec<String> {
+        let cfg = parse_yaml(yaml).expect("parses");
+        validate(&cfg).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn reports_every_issue_with_its_path() {
+        let got = issues_of(
+            r#"
+listen: nowhere
+upstreams:
+  - name: users
+    targets: [127.0.0.1:9001, "ftp://x:1"]
+    balance: hash
+routes:
+  - name: a
+    match: { path_prefix: /api }
+    upstream: users
+  - name: b
+    match: { path_prefix: /api }
+    upstream: users
+  - name: c
+    match: { path: /x, methods: [get] }
+    upstream: userz
+"#,
+        );
+        let expected = [
+            "listen: \"nowhere\" is not an address",
+            "upstreams[0].targets[1]: target \"ftp://x:1\" has an unsupported scheme",
+            "upstreams[0].hash_header: required when balance is `hash`",
+            "routes[1].match: same match as routes[0]",
+            "routes[2].upstream: unknown upstream \"userz\"",
+            "routes[2].match.methods[0]: \"get\" is not an upper-case HTTP method",
+        ];
+        for e in expected {
+            assert!(
+                got.iter().any(|g| g.starts_with(e)),
+                "missing {e:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expected.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn targets_parse() {
+        let t = parse_target("127.0.0.1:9001").expect("plain");
+        assert_eq!(t.scheme, Scheme::HTTP);
+        assert_eq!(t.authority.as_str(), "127.0.0.1:9001");
+        let t = parse_target("https://api.example.com").expect("https");
+        assert_eq!(t.authority.as_str(), "api.example.com:443");
+        let t = parse_target("http://[::1]:8080").expect("ipv6");
+        assert_eq!(t.authority.port_u16(), Some(8080));
+        assert!(parse_target("127.0.0.1:0").is_err());
+        assert!(parse_target("http://a:1/path").is_err());
+    }
+
+    #[test]
+    fn non_loopback_admin_needs_token() {
+        let got = issues_of("admin: { listen: 0.0.0.0:9080 }\n");
+        assert!(
+            got[0].starts_with("admin.listen: 0.0.0.0:9080 is not a loopback"),
+            "{got:?}"
+        );
+        assert!(issues_of("admin: { listen: 0.0.0.0:9080, token: t }\n").is_empty());
+    }
+}

@@ -1,0 +1,69 @@
+//! Live reload of the config file: polled for changes (mtime, size, content), every valid
+//! change applied atomically, every invalid one logged with its issues while the old config
+//! keeps serving. Polling works the same on every filesystem (bind mounts, ConfigMaps that
+//! swap symlinks, editors that replace files).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Overrides;
+use crate::gateway::Gateway;
+
+/// Watch `path` until `stop` fires.
+pub fn spawn(
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    overrides: Overrides,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = std::fs::read(&path).ok();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let current = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if last.is_some() {
+                        tracing::warn!(path = %path.display(), error = %e, "config file unreadable; keeping the current config");
+                        last = None;
+                    }
+                    continue;
+                }
+            };
+            if last.as_deref() == Some(current.as_slice()) {
+                continue;
+            }
+            last = Some(current.clone());
+            let text = String::from_utf8_lossy(&current);
+            let parsed = super::parse_yaml(&text).map(|mut cfg| {
+                overrides.apply(&mut cfg);
+                cfg
+            });
+            let result = match parsed {
+                Ok(cfg) => gw.apply(cfg).await,
+                Err(e) => {
+                    gw.count_failed_reload();
+                    Err(e.issues())
+                }
+            };
+            match result {
+                Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+                Err(issues) => {
+                    let list: Vec<String> = issues.iter().map(ToString::to_string).collect();
+                    tracing::error!(
+                        path = %path.display(),
+                        issues = ?list,
+                        "configuration change rejected; the previous configuration keeps serving"
+                    );
+                }
+            }
+        }
+    })
+}

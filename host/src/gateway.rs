@@ -1,0 +1,65 @@
+//! The running gateway's shared state: the current [`Snapshot`] (swapped atomically) and the
+//! metrics. The datapath only ever reads the snapshot; the control plane replaces it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{ConfigIssue, GatewayConfig};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// Shared state of one gateway instance.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    /// Every metric of this instance.
+    pub metrics: Metrics,
+    /// Serialises config applications so two reloads never interleave their builds.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl Gateway {
+    /// Build the first snapshot from a validated config.
+    pub fn new(config: GatewayConfig) -> Result<Arc<Self>, Vec<ConfigIssue>> {
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::build(config, None, &metrics)?;
+        Ok(Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            apply_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The current snapshot; a request keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Build a snapshot from `config` and swap it in. On error the current snapshot stays.
+    pub async fn apply(&self, config: GatewayConfig) -> Result<(), Vec<ConfigIssue>> {
+        let _serialised = self.apply_lock.lock().await;
+        let issues = crate::config::validate(&config);
+        let result = if issues.is_empty() {
+            let previous = self.snapshot();
+            Snapshot::build(config, Some(&previous), &self.metrics)
+                .map(|s| self.snapshot.store(Arc::new(s)))
+        } else {
+            Err(issues)
+        };
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        result
+    }
+
+    /// Record a reload that failed before a config could be parsed.
+    pub fn count_failed_reload(&self) {
+        self.metrics
+            .config_reloads
+            .with_label_values(&["failure"])
+            .inc();
+    }
+}

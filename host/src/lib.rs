@@ -1,0 +1,31 @@
+//! # Ferrox host
+//!
+//! The `ferrox` gateway: a native datapath (routing, load balancing, circuit breaking,
+//! proxying, metrics) configured by a declarative document that is applied live.
+//!
+//! # Layout
+//! - [`cli`]: the `ferrox` command line; start reading here.
+//! - [`app`]: start and stop an instance (listeners, admin API, config watcher).
+//! - [`config`]: the document, its validation with paths, the JSON Schema, live reload.
+//! - [`snapshot`]: the immutable runtime config the datapath reads; [`gateway`] swaps it.
+//! - [`router`]: path normalisation and most-specific-first route matching.
+//! - [`proxy`]: downstream server, request handler, upstream client, LB, health, WebSocket.
+//! - [`breaker`]: the sans-io circuit breaker.
+//! - [`error`]: the one place errors become responses.
+//! - [`metrics`]: every metric name; [`admin`]: `/health`, `/metrics`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod breaker;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod snapshot;

@@ -1,0 +1,382 @@
+//! One request, start to finish: checks, route match, forward (with retries), response hygiene,
+//! metrics and the access log line. Errors go to `crate::error` and nowhere else.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::headers::{
+    Forwarding, check_request_headers, client_ip, ensure_traceparent, is_trusted, request_id,
+    set_forwarding, strip_hop_by_hop, wants_websocket,
+};
+use super::upgrade;
+use super::upstream::{PickError, Upstream, outcome_of_status};
+use crate::body::{BodyVerdict, GuardedBody, ProxyBody};
+use crate::breaker::Outcome;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::metrics::{NO_ROUTE, method_label};
+use crate::router::{has_encoded_slash, normalize_path};
+use crate::snapshot::{Route, Snapshot};
+
+/// What the gateway knows about the downstream connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// Socket peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Facts gathered while serving a request, for metrics and the access log.
+#[derive(Default)]
+struct Trace {
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<Upstream>>,
+    target: Option<String>,
+    upstream_time: Option<Duration>,
+    attempts: u32,
+}
+
+/// Serve one request. Never fails: every error becomes a response here.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let start = Instant::now();
+    let snap = gw.snapshot();
+    let rid = request_id(req.headers(), &snap.server.request_id_header);
+    let method = req.method().clone();
+    let path_for_log = req.uri().path().to_owned();
+    gw.metrics.requests_in_flight.inc();
+    let mut trace = Trace::default();
+    let result = serve(&gw, &snap, req, conn, &rid, &mut trace).await;
+    gw.metrics.requests_in_flight.dec();
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let GatewayError::UpstreamConnect(src)
+            | GatewayError::UpstreamProtocol(src)
+            | GatewayError::Internal(src) = &e
+            {
+                tracing::warn!(request_id = ?rid, error = %e, cause = %src, "request failed");
+            }
+            e.into_response(Some(&rid))
+        }
+    };
+    resp.headers_mut()
+        .insert(snap.server.request_id_header.clone(), rid.clone());
+
+    let elapsed = start.elapsed();
+    let route = trace.route.as_deref().unwrap_or(NO_ROUTE);
+    let status = resp.status();
+    gw.metrics
+        .requests
+        .with_label_values(&[route, method_label(&method), status.as_str()])
+        .inc();
+    gw.metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "ferrox::access",
+        request_id = rid.to_str().unwrap_or(""),
+        client = %conn.peer.ip(),
+        method = %method,
+        path = %path_for_log,
+        route,
+        upstream = trace.upstream.as_ref().map(|u| u.name()),
+        upstream_target = trace.target.as_deref(),
+        status = status.as_u16(),
+        attempts = trace.attempts,
+        duration_us = elapsed.as_micros() as u64,
+        upstream_us = trace.upstream_time.map(|d| d.as_micros() as u64),
+        ferrox_error = resp.headers().get(crate::error::FERROX_ERROR).and_then(|v| v.to_str().ok()),
+    );
+    Ok(resp)
+}
+
+async fn serve(
+    gw: &Gateway,
+    snap: &Snapshot,
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+    rid: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let settings = &snap.server.config;
+    if req.method() == Method::CONNECT {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    check_request_headers(
+        req.headers(),
+        settings.max_headers,
+        settings.max_header_bytes.0,
+    )?;
+    let raw_path = req.uri().path();
+    let path = normalize_path(raw_path).map_err(|_| GatewayError::BadRequest("invalid path"))?;
+    let host = request_host(&req);
+    let Some(m) = snap.routes.find(&host, &path, req.method(), req.headers()) else {
+        return Err(GatewayError::NoRoute);
+    };
+    let route: &Arc<Route> = m.route;
+    trace.route = Some(route.name.clone());
+    trace.upstream = Some(route.upstream.clone());
+    if !route.allow_encoded_slashes && has_encoded_slash(&path) {
+        return Err(GatewayError::BadRequest("encoded '/' or '\\' in path"));
+    }
+    if let Some(len) = declared_length(req.headers())?
+        && len > route.max_body
+    {
+        return Err(GatewayError::PayloadTooLarge {
+            limit: route.max_body,
+        });
+    }
+
+    let websocket =
+        route.websocket && req.version() == Version::HTTP_11 && wants_websocket(req.headers());
+    let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+    let forward_path = route.path_rewrite.apply(&path, m.matched_len);
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{forward_path}?{q}"),
+        None => forward_path,
+    };
+
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    let trusted = is_trusted(conn.peer.ip(), &settings.trusted_proxies);
+    let client = client_ip(&headers, conn.peer.ip(), &settings.trusted_proxies);
+    let original_host = headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    set_forwarding(
+        &mut headers,
+        &Forwarding {
+            peer: conn.peer.ip(),
+            trusted,
+            proto: if conn.tls { "https" } else { "http" },
+            host: original_host.as_ref(),
+        },
+        client,
+    );
+    ensure_traceparent(&mut headers);
+    headers.insert(snap.server.request_id_header.clone(), rid.clone());
+    if websocket {
+        upgrade::set_upgrade_headers(&mut headers);
+    }
+
+    let verdict = BodyVerdict::default();
+    let body = GuardedBody::new(
+        body,
+        route.max_body,
+        settings.body_idle_timeout.0,
+        verdict.clone(),
+    );
+    let upstream = &route.upstream;
+    let replayable = body.is_end_stream() && is_idempotent(&parts.method);
+    let mut body = Some(body.boxed());
+
+    upstream.deposit();
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = None;
+    loop {
+        let lease = match upstream.pick(&headers, &tried) {
+            Ok(lease) => lease,
+            Err(e) => {
+                return Err(last_error.unwrap_or_else(|| pick_error(upstream, e)));
+            }
+        };
+        tried.push(lease.index);
+        trace.attempts += 1;
+        trace.target = Some(lease.target.label.clone());
+        let mut out_headers = headers.clone();
+        if !upstream.config.preserve_host
+            && let Ok(h) = HeaderValue::from_str(lease.target.addr.authority.as_str())
+        {
+            out_headers.insert(header::HOST, h);
+        }
+        let uri = Uri::builder()
+            .scheme(lease.target.addr.scheme.clone())
+            .authority(lease.target.addr.authority.clone())
+            .path_and_query(path_and_query.as_str())
+            .build()
+            .map_err(|e| GatewayError::BadRequest(bad_uri(&e)))?;
+        let attempt_body = if replayable {
+            crate::body::empty()
+        } else {
+            match body.take() {
+                Some(b) => b,
+                None => {
+                    return Err(
+                        last_error.unwrap_or(GatewayError::Internal("body already sent".into()))
+                    );
+                }
+            }
+        };
+        let mut out = Request::new(attempt_body);
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = out_headers;
+
+        let sent = Instant::now();
+        let result = tokio::time::timeout(
+            upstream.config.timeouts.request.0,
+            upstream.client.request(out),
+        )
+        .await;
+        let took = sent.elapsed();
+        trace.upstream_time = Some(took);
+        gw.metrics
+            .upstream_duration
+            .with_label_values(&[upstream.name()])
+            .observe(took.as_secs_f64());
+        let error = match result {
+            Ok(Ok(resp)) => {
+                lease.finish(outcome_of_status(resp.status()));
+                return finish_response(gw, resp, upstream, downstream_upgrade, &headers);
+            }
+            Ok(Err(e)) => {
+                if verdict.too_large() {
+                    drop(lease); // the client's fault: not counted against the target
+                    return Err(GatewayError::PayloadTooLarge {
+                        limit: route.max_body,
+                    });
+                }
+                if verdict.idle() {
+                    drop(lease);
+                    return Err(GatewayError::RequestTimeout);
+                }
+                let kind = if e.is_connect() {
+                    "connect"
+                } else {
+                    "protocol"
+                };
+                count_error(gw, upstream, kind);
+                lease.finish(Outcome::Failure);
+                if e.is_connect() {
+                    GatewayError::UpstreamConnect(e.into())
+                } else {
+                    GatewayError::UpstreamProtocol(e.into())
+                }
+            }
+            Err(_elapsed) => {
+                count_error(gw, upstream, "timeout");
+                lease.finish(Outcome::Failure);
+                // A timed-out request may have had effects upstream: never retried.
+                return Err(GatewayError::UpstreamTimeout);
+            }
+        };
+        // `tried` counts attempts so far; a retry goes to a target not tried yet.
+        let may_retry = replayable
+            && tried.len() <= upstream.config.retries as usize
+            && upstream.withdraw_retry();
+        if !may_retry {
+            return Err(error);
+        }
+        gw.metrics
+            .retries
+            .with_label_values(&[upstream.name()])
+            .inc();
+        last_error = Some(error);
+    }
+}
+
+fn bad_uri(_e: &http::Error) -> &'static str {
+    "request target cannot be forwarded"
+}
+
+fn count_error(gw: &Gateway, upstream: &Upstream, kind: &str) {
+    gw.metrics
+        .upstream_errors
+        .with_label_values(&[upstream.name(), kind])
+        .inc();
+}
+
+fn pick_error(upstream: &Upstream, e: PickError) -> GatewayError {
+    match e {
+        PickError::CircuitOpen => GatewayError::CircuitOpen {
+            upstream: upstream.name().to_owned(),
+        },
+        PickError::NoHealthyTarget => GatewayError::NoHealthyTarget {
+            upstream: upstream.name().to_owned(),
+        },
+    }
+}
+
+/// Turn the upstream's response into the client's: hop-by-hop headers out, body streamed with
+/// an idle timeout, WebSocket tunnel set up after a valid 101.
+fn finish_response(
+    gw: &Gateway,
+    resp: Response<Incoming>,
+    upstream: &Upstream,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request_headers: &HeaderMap,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(on_upgrade) = downstream_upgrade else {
+            return Err(GatewayError::UpstreamProtocol(
+                "upstream switched protocols without being asked".into(),
+            ));
+        };
+        return upgrade::tunnel(gw, resp, on_upgrade, request_headers);
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = GuardedBody::new(
+        body,
+        u64::MAX,
+        upstream.config.timeouts.idle.0,
+        BodyVerdict::default(),
+    );
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The host the client asked for, lower-cased, without port.
+fn request_host(req: &Request<Incoming>) -> String {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let without_port = if raw.starts_with('[') {
+        raw.split_once(']')
+            .map_or(raw, |(h, _)| h.trim_start_matches('['))
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    without_port.to_ascii_lowercase()
+}
+
+/// The declared `Content-Length`, if any (hyper has already refused conflicting values).
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or(GatewayError::BadRequest("invalid Content-Length")),
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}

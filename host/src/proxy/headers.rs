@@ -1,0 +1,421 @@
+//! Header hygiene: hop-by-hop removal, forwarding headers, request ids, trace context, and the
+//! request-header checks of DESIGN §9.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::GatewayError;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// `proxy-connection`, a non-standard hop-by-hop header some clients still send.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers the gateway manages; a client header whose name differs only by `_` for `-` is
+/// refused so that upstreams normalising `_` cannot be fooled.
+const MANAGED: [&str; 10] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-request-id",
+    "x-consumer-name",
+    "traceparent",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-real-ip`.
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Remove hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let nominated: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in nominated {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Refuse request headers that break DESIGN §9: underscore aliases of managed headers, and more
+/// or larger headers than allowed.
+pub fn check_request_headers(
+    headers: &HeaderMap,
+    max_headers: usize,
+    max_bytes: u64,
+) -> Result<(), GatewayError> {
+    if headers.len() > max_headers {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    let mut total = 0u64;
+    for (name, value) in headers {
+        total += (name.as_str().len() + value.len() + 4) as u64;
+        let n = name.as_str();
+        if n.contains('_') {
+            let dashed = n.replace('_', "-");
+            if MANAGED.contains(&dashed.as_str()) {
+                return Err(GatewayError::BadRequest(
+                    "header name aliases a managed header with '_'",
+                ));
+            }
+        }
+    }
+    if total > max_bytes {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        return Err(GatewayError::BadRequest("more than one Host header"));
+    }
+    Ok(())
+}
+
+/// Whether a client's `Upgrade` request asks for WebSocket (the only upgrade ever tunnelled).
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
+    let connection = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    upgrade && connection
+}
+
+/// Whether the peer is trusted to send forwarding headers.
+pub fn is_trusted(peer: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    let peer = canonical(peer);
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client address: the socket peer, or — when the peer is a trusted proxy — the rightmost
+/// address in `X-Forwarded-For` that is not itself trusted.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut hops: Vec<IpAddr> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect();
+    while let Some(ip) = hops.pop() {
+        if !is_trusted(ip, trusted) {
+            return ip;
+        }
+    }
+    peer
+}
+
+/// Forwarding context for one request.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// Socket peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    /// `http` or `https` as seen by the gateway.
+    pub proto: &'static str,
+    /// The Host the client asked for.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Set `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` on a request about to be
+/// forwarded. Client-sent copies are kept (and appended to) only from trusted peers.
+pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>, client: IpAddr) {
+    let peer = canonical(fwd.peer);
+    let xff = if fwd.trusted {
+        let prior: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        }
+    } else {
+        peer.to_string()
+    };
+    let proto = if fwd.trusted {
+        headers
+            .get(&X_FORWARDED_PROTO)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| *p == "http" || *p == "https")
+            .map(str::to_owned)
+            .unwrap_or_else(|| fwd.proto.to_owned())
+    } else {
+        fwd.proto.to_owned()
+    };
+    let host = if fwd.trusted {
+        headers
+            .get(&X_FORWARDED_HOST)
+            .cloned()
+            .or_else(|| fwd.host.cloned())
+    } else {
+        fwd.host.cloned()
+    };
+    set_str(headers, X_FORWARDED_FOR, &xff);
+    set_str(headers, X_REAL_IP, &client.to_string());
+    set_str(headers, X_FORWARDED_PROTO, &proto);
+    let for_node = match client {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={for_node};proto={proto}");
+    match host {
+        Some(h) => {
+            if let Ok(hs) = h.to_str()
+                && hs
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            {
+                forwarded.push_str(";host=");
+                forwarded.push_str(hs);
+            }
+            headers.insert(X_FORWARDED_HOST, h);
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+    set_str(headers, header::FORWARDED, &forwarded);
+}
+
+fn set_str(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// The request id: the client's when it is a sane token, a new one otherwise.
+pub fn request_id(headers: &HeaderMap, name: &HeaderName) -> HeaderValue {
+    if let Some(v) = headers.get(name) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; 32];
+    hex_random(&mut buf);
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn hex_random(out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut r = fastrand::u128(..);
+    for b in out.iter_mut() {
+        *b = HEX[(r & 0xf) as usize];
+        r >>= 4;
+        if r == 0 {
+            r = fastrand::u128(..);
+        }
+    }
+}
+
+/// Keep a valid `traceparent`; replace a missing or invalid one with a new sampled trace.
+pub fn ensure_traceparent(headers: &mut HeaderMap) {
+    if headers
+        .get(&TRACEPARENT)
+        .is_some_and(|v| valid_traceparent(v.as_bytes()))
+    {
+        return;
+    }
+    headers.remove(header::HeaderName::from_static("tracestate"));
+    let mut trace = [0u8; 32];
+    let mut span = [0u8; 16];
+    hex_random(&mut trace);
+    hex_random(&mut span);
+    let mut v = Vec::with_capacity(55);
+    v.extend_from_slice(b"00-");
+    v.extend_from_slice(&trace);
+    v.push(b'-');
+    v.extend_from_slice(&span);
+    v.extend_from_slice(b"-01");
+    if let Ok(v) = HeaderValue::from_bytes(&v) {
+        headers.insert(TRACEPARENT, v);
+    }
+}
+
+fn valid_traceparent(v: &[u8]) -> bool {
+    // version "00": 00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>
+    let lower_hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let not_zero = |s: &[u8]| s.iter().any(|c| *c != b'0');
+    v.len() == 55
+        && &v[0..3] == b"00-"
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && lower_hex(&v[3..35])
+        && not_zero(&v[3..35])
+        && lower_hex(&v[36..52])
+        && not_zero(&v[36..52])
+        && lower_hex(&v[53..55])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_nominated_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn underscore_aliases_are_refused() {
+        let h = map(&[("x_forwarded_for", "1.2.3.4")]);
+        assert!(matches!(
+            check_request_headers(&h, 100, 65536),
+            Err(GatewayError::BadRequest(_))
+        ));
+        let h = map(&[("x_custom", "ok")]);
+        assert!(check_request_headers(&h, 100, 65536).is_ok());
+        let h = map(&[("a", "1"), ("b", "2")]);
+        assert!(matches!(
+            check_request_headers(&h, 1, 65536),
+            Err(GatewayError::HeadersTooLarge)
+        ));
+    }
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let h = map(&[("x-forwarded-for", "203.0.113.9, 10.1.1.1")]);
+        let peer: IpAddr = "10.2.2.2".parse().expect("ip");
+        assert_eq!(client_ip(&h, peer, &trusted).to_string(), "203.0.113.9");
+        let outsider: IpAddr = "198.51.100.7".parse().expect("ip");
+        assert_eq!(client_ip(&h, outsider, &trusted), outsider);
+    }
+
+    #[test]
+    fn forwarding_headers_replace_untrusted_copies() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let peer: IpAddr = "198.51.100.7".parse().expect("ip");
+        let host = HeaderValue::from_static("api.example.com");
+        let fwd = Forwarding {
+            peer,
+            trusted: false,
+            proto: "http",
+            host: Some(&host),
+        };
+        set_forwarding(&mut h, &fwd, peer);
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=198.51.100.7;proto=http;host=api.example.com"
+        );
+
+        let mut h = map(&[("x-forwarded-for", "203.0.113.9")]);
+        let fwd = Forwarding {
+            peer,
+            trusted: true,
+            proto: "https",
+            host: None,
+        };
+        set_forwarding(&mut h, &fwd, "203.0.113.9".parse().expect("ip"));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.7");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated() {
+        let name = HeaderName::from_static("x-request-id");
+        let h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&h, &name), "abc-123");
+        let generated = request_id(&HeaderMap::new(), &name);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(generated, request_id(&HeaderMap::new(), &name));
+    }
+
+    #[test]
+    fn traceparent_is_kept_when_valid_and_started_otherwise() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", valid)]);
+        ensure_traceparent(&mut h);
+        assert_eq!(h["traceparent"], valid);
+        let mut h = map(&[(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        )]);
+        ensure_traceparent(&mut h);
+        let v = h["traceparent"].to_str().expect("ascii").to_owned();
+        assert!(valid_traceparent(v.as_bytes()), "{v}");
+        assert_ne!(&v[3..35], "00000000000000000000000000000000");
+    }
+}

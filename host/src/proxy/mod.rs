@@ -1,0 +1,12 @@
+//! The native datapath: downstream server, request handling, upstream client, load balancing,
+//! health checks and WebSocket tunnelling.
+
+pub mod client;
+pub mod conn_io;
+pub mod handler;
+pub mod headers;
+pub mod health;
+pub mod server;
+pub mod tls;
+pub mod upgrade;
+pub mod upstream;

@@ -1,0 +1,167 @@
+//! The downstream server: accept loop, optional TLS (ALPN h2 + http/1.1), HTTP/1.1 and HTTP/2
+//! (h2c prior knowledge on plain listeners), connection limits, graceful drain.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::conn_io::{ConnState, DoneBody, HeaderTimeoutIo};
+use super::handler::{ConnInfo, handle};
+use crate::config::ServerConfig;
+use crate::gateway::Gateway;
+
+/// Idle keep-alive connections are closed after this long without a request.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
+
+fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    if !cfg.h2c {
+        b = b.http1_only();
+    }
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        // Our own checks (JSON 431) run below hyper's hard limits.
+        .max_headers(cfg.max_headers.saturating_mul(2).max(cfg.max_headers + 16))
+        .max_buf_size(
+            (cfg.max_header_bytes.0 as usize)
+                .saturating_mul(2)
+                .max(16 * 1024),
+        );
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes.0).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(50))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accept connections until `shutdown` resolves, then drain in-flight requests for at most the
+/// configured drain timeout.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cfg = gw.snapshot().server.config.clone();
+    let builder = Arc::new(builder(&cfg));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = cfg.header_read_timeout.0;
+        tokio::spawn(async move {
+            gw.metrics.connections_active.inc();
+            let state = ConnState::new();
+            let conn = ConnInfo {
+                peer,
+                tls: tls.is_some(),
+            };
+            match tls {
+                None => {
+                    let io =
+                        HeaderTimeoutIo::new(stream, state.clone(), header_timeout, KEEPALIVE_IDLE);
+                    serve_conn(&builder, watcher, TokioIo::new(io), gw.clone(), conn, state).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                state.disable();
+                            }
+                            let io = HeaderTimeoutIo::new(
+                                tls_stream,
+                                state.clone(),
+                                header_timeout,
+                                KEEPALIVE_IDLE,
+                            );
+                            serve_conn(
+                                &builder,
+                                watcher,
+                                TokioIo::new(io),
+                                gw.clone(),
+                                conn,
+                                state,
+                            )
+                            .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            gw.metrics.connections_active.dec();
+        });
+    }
+    drop(listener);
+    let drain = cfg.drain_timeout.0;
+    tracing::info!(
+        connections = graceful.count(),
+        ?drain,
+        "draining connections"
+    );
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+async fn serve_conn<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: TokioIo<I>,
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    state: Arc<ConnState>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_state = state.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let gw = gw.clone();
+        let state = svc_state.clone();
+        if req.version() == http::Version::HTTP_2 {
+            state.disable();
+        }
+        state.request_started();
+        async move {
+            let resp = handle(gw, req, conn).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| DoneBody::new(b, state)))
+        }
+    });
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}

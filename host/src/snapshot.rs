@@ -1,0 +1,202 @@
+//! The immutable runtime configuration the datapath reads: routes, upstreams and server
+//! settings, built from a validated [`GatewayConfig`] and swapped atomically as a whole.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::config::{ConfigIssue, GatewayConfig, RouteConfig, ServerConfig};
+use crate::metrics::Metrics;
+use crate::proxy::health;
+use crate::proxy::upstream::Upstream;
+use crate::router::RouteTable;
+
+/// A route at runtime.
+#[derive(Debug)]
+pub struct Route {
+    /// Route name (metrics, logs).
+    pub name: Arc<str>,
+    /// Where requests go.
+    pub upstream: Arc<Upstream>,
+    /// Path handling before forwarding.
+    pub path_rewrite: PathRewrite,
+    /// Body limit in bytes.
+    pub max_body: u64,
+    /// WebSocket upgrades allowed.
+    pub websocket: bool,
+    /// `%2F` / `%5C` allowed in the path.
+    pub allow_encoded_slashes: bool,
+}
+
+/// How the matched part of the path is changed before forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// Forward the normalised path as is.
+    Keep,
+    /// Remove the matched prefix.
+    StripPrefix,
+    /// Replace the matched prefix (or exact path) with this.
+    Replace(String),
+}
+
+impl PathRewrite {
+    /// Apply to a normalised path whose first `matched_len` bytes matched the route.
+    pub fn apply(&self, path: &str, matched_len: usize) -> String {
+        let rest = path.get(matched_len..).unwrap_or("");
+        match self {
+            PathRewrite::Keep => path.to_owned(),
+            PathRewrite::StripPrefix => {
+                if rest.is_empty() {
+                    "/".to_owned()
+                } else {
+                    rest.to_owned()
+                }
+            }
+            PathRewrite::Replace(to) => {
+                if rest.is_empty() {
+                    to.clone()
+                } else {
+                    format!("{}{rest}", to.trim_end_matches('/'))
+                }
+            }
+        }
+    }
+}
+
+/// Server settings resolved from [`ServerConfig`].
+#[derive(Debug)]
+pub struct ServerSettings {
+    /// The parsed config.
+    pub config: ServerConfig,
+    /// Header carrying the request id.
+    pub request_id_header: HeaderName,
+}
+
+/// Everything a request needs, immutable. A request keeps the snapshot it started with.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The document this snapshot was built from.
+    pub config: Arc<GatewayConfig>,
+    /// Route table in precedence order.
+    pub routes: RouteTable<Arc<Route>>,
+    /// Upstreams by name.
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Downstream server settings.
+    pub server: ServerSettings,
+}
+
+impl Snapshot {
+    /// Build from a validated config. Upstreams whose config did not change are carried over
+    /// from `previous` with their pools, breakers and health state.
+    pub fn build(
+        config: GatewayConfig,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Result<Self, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let mut upstreams = HashMap::new();
+        for (i, up) in config.upstreams.iter().enumerate() {
+            let reused = previous
+                .and_then(|p| p.upstreams.get(&up.name))
+                .filter(|old| old.config == *up)
+                .cloned();
+            let built = match reused {
+                Some(u) => u,
+                None => match Upstream::build(up, metrics) {
+                    Ok(u) => {
+                        let u = Arc::new(u);
+                        if let Some(hc) = &up.health_check {
+                            health::spawn(Arc::downgrade(&u), hc.clone(), metrics.clone());
+                        }
+                        u
+                    }
+                    Err(message) => {
+                        issues.push(ConfigIssue {
+                            path: format!("upstreams[{i}]"),
+                            message,
+                        });
+                        continue;
+                    }
+                },
+            };
+            upstreams.insert(up.name.clone(), built);
+        }
+        let mut routes: Vec<(&RouteConfig, Arc<Route>)> = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let Some(upstream) = upstreams.get(&r.upstream) else {
+                issues.push(ConfigIssue {
+                    path: format!("routes[{i}].upstream"),
+                    message: format!("unknown upstream {:?}", r.upstream),
+                });
+                continue;
+            };
+            let path_rewrite = match (&r.rewrite, r.strip_prefix) {
+                (Some(to), _) => PathRewrite::Replace(to.clone()),
+                (None, true) => PathRewrite::StripPrefix,
+                (None, false) => PathRewrite::Keep,
+            };
+            routes.push((
+                r,
+                Arc::new(Route {
+                    name: r.name.as_str().into(),
+                    upstream: upstream.clone(),
+                    path_rewrite,
+                    max_body: r.max_body.0,
+                    websocket: r.websocket,
+                    allow_encoded_slashes: r.allow_encoded_slashes,
+                }),
+            ));
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let request_id_header = HeaderName::from_bytes(config.server.request_id_header.as_bytes())
+            .map_err(|_| {
+                vec![ConfigIssue {
+                    path: "server.request_id_header".into(),
+                    message: "not a valid header name".into(),
+                }]
+            })?;
+        let table = RouteTable::new(routes);
+        Ok(Self {
+            routes: table,
+            upstreams,
+            server: ServerSettings {
+                config: config.server.clone(),
+                request_id_header,
+            },
+            config: Arc::new(config),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_rewrites() {
+        assert_eq!(PathRewrite::StripPrefix.apply("/api/users/7", 10), "/7");
+        assert_eq!(PathRewrite::StripPrefix.apply("/api/users", 10), "/");
+        assert_eq!(
+            PathRewrite::Replace("/v2/".into()).apply("/api/x", 4),
+            "/v2/x"
+        );
+        assert_eq!(PathRewrite::Replace("/v2".into()).apply("/api", 4), "/v2");
+        assert_eq!(PathRewrite::Keep.apply("/api/x", 4), "/api/x");
+    }
+
+    #[tokio::test]
+    async fn unchanged_upstreams_keep_their_state() {
+        let yaml = "upstreams: [{ name: u, targets: [a:1] }, { name: v, targets: [b:1] }]\nroutes: [{ name: r, match: { path_prefix: / }, upstream: u }]\n";
+        let m = Metrics::new();
+        let cfg = crate::config::load_str(yaml, &Default::default()).expect("valid");
+        let first = Snapshot::build(cfg, None, &m).expect("builds");
+        let cfg2 = crate::config::load_str(&yaml.replace("b:1", "c:1"), &Default::default())
+            .expect("valid");
+        let second = Snapshot::build(cfg2, Some(&first), &m).expect("builds");
+        assert!(Arc::ptr_eq(&first.upstreams["u"], &second.upstreams["u"]));
+        assert!(!Arc::ptr_eq(&first.upstreams["v"], &second.upstreams["v"]));
+    }
+}
