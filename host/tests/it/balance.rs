@@ -1,0 +1,1 @@
+//! balance tests (in progress).

@@ -1,0 +1,10 @@
+//! Integration tests: real gateways and upstreams in-process on port 0 (one test binary).
+
+mod support;
+
+mod balance;
+mod cli;
+mod lifecycle;
+mod proxy;
+mod security;
+mod streaming;

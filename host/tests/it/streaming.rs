@@ -1,0 +1,1 @@
+//! streaming tests (in progress).
