@@ -72,7 +72,8 @@ pin_project_lite::pin_project! {
         remaining: u64,
         limit: u64,
         idle: Duration,
-        sleep: Pin<Box<Sleep>>,
+        // Created on the first wait only: most bodies are ready at once and never need a timer.
+        sleep: Option<Pin<Box<Sleep>>>,
         verdict: BodyVerdict,
     }
 }
@@ -85,7 +86,7 @@ impl<B> GuardedBody<B> {
             remaining: limit,
             limit,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
             verdict,
         }
     }
@@ -106,7 +107,11 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Pending => {
-                ready!(this.sleep.as_mut().poll(cx));
+                let idle = *this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(sleep.as_mut().poll(cx));
                 this.verdict.set(BodyVerdict::IDLE);
                 Poll::Ready(Some(Err(BodyError::Idle(*this.idle).into())))
             }
@@ -119,7 +124,9 @@ where
                     }
                     *this.remaining -= n;
                 }
-                this.sleep.as_mut().reset(Instant::now() + *this.idle);
+                if let Some(sleep) = this.sleep.as_mut() {
+                    sleep.as_mut().reset(Instant::now() + *this.idle);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),

@@ -60,14 +60,21 @@ pub fn parse_yaml(text: &str) -> Result<GatewayConfig, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
         let inner = e.into_inner();
         let location = inner
             .location()
             .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
             .unwrap_or_default();
+        let message = inner.to_string();
+        // serde_yaml starts its message with its own, coarser path; the issue has the full one.
+        let message = match message.split_once(": ") {
+            Some((own, rest)) if !own.is_empty() && path.starts_with(own) => rest,
+            _ => message.as_str(),
+        };
         ConfigError::Parse(ConfigIssue {
-            path: if path == "." { String::new() } else { path },
-            message: strip_location(&inner.to_string(), &location),
+            message: strip_location(message, &location),
+            path,
         })
     })
 }

@@ -18,8 +18,10 @@ pub fn spawn(
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    // The baseline is read now, not when the task first runs: a change written right after
+    // the instance started must not become the baseline and be missed.
+    let mut last = std::fs::read(&path).ok();
     tokio::spawn(async move {
-        let mut last = std::fs::read(&path).ok();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

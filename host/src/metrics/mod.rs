@@ -91,6 +91,17 @@ impl Metrics {
                 .expect("valid metric definition");
         r.register(Box::new(requests_in_flight.clone()))
             .expect("metric registered once");
+        let config_reloads = counter_vec(
+            &r,
+            "ferrox_config_reloads_total",
+            "Configuration reloads, by result (success, failure).",
+            &["result"],
+        );
+        // Both series exist from the start at 0, so the first failed reload is an increase
+        // that alerts can see rather than a series appearing at 1.
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let websocket_tunnels = IntCounter::new(
             "ferrox_websocket_tunnels_total",
             "WebSocket connections tunnelled after the upstream's 101.",
@@ -141,12 +152,7 @@ impl Metrics {
                 "Active health check verdict per target (1 healthy, 0 unhealthy).",
                 &["upstream", "target"],
             ),
-            config_reloads: counter_vec(
-                &r,
-                "ferrox_config_reloads_total",
-                "Configuration reloads, by result (success, failure).",
-                &["result"],
-            ),
+            config_reloads,
             connections_active,
             requests_in_flight,
             websocket_tunnels,

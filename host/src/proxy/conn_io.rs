@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nferrox-error: request-timeout\r\nconnection: close\r\ncontent-length: 68\r\n\r\n{\"error\":\"request-timeout\",\"message\":\"request timed out\",\"status\":408}";
+const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nferrox-error: request-timeout\r\nconnection: close\r\ncontent-length: 70\r\n\r\n{\"error\":\"request-timeout\",\"message\":\"request timed out\",\"status\":408}";
 
 /// Per-connection flags shared between the IO wrapper and the request handler.
 #[derive(Debug)]

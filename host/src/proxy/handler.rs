@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::headers::{
-    Forwarding, check_request_headers, client_ip, ensure_traceparent, is_trusted, request_id,
-    set_forwarding, strip_hop_by_hop, wants_websocket,
+    Forwarding, check_request_headers, check_response_framing, client_ip, ensure_traceparent,
+    is_trusted, request_id, set_forwarding, strip_hop_by_hop, wants_websocket,
 };
 use super::upgrade;
 use super::upstream::{PickError, Upstream, outcome_of_status};
@@ -245,6 +245,11 @@ async fn serve(
             .observe(took.as_secs_f64());
         let error = match result {
             Ok(Ok(resp)) => {
+                if let Err(why) = check_response_framing(resp.headers()) {
+                    count_error(gw, upstream, "protocol");
+                    lease.finish(Outcome::Failure);
+                    return Err(GatewayError::UpstreamProtocol(why.into()));
+                }
                 lease.finish(outcome_of_status(resp.status()));
                 return finish_response(gw, resp, upstream, downstream_upgrade, &headers);
             }

@@ -95,28 +95,55 @@ pub fn check_request_headers(
     if headers.get_all(header::HOST).iter().count() > 1 {
         return Err(GatewayError::BadRequest("more than one Host header"));
     }
+    if !transfer_encoding_ok(headers) {
+        return Err(GatewayError::BadRequest("unsupported Transfer-Encoding"));
+    }
+    Ok(())
+}
+
+/// Whether `Transfer-Encoding` is absent or exactly one `chunked`. hyper decodes only the final
+/// `chunked`; any other coding (or a repeated `chunked`) would be forwarded still applied and
+/// no longer labelled, so such messages are refused instead.
+pub fn transfer_encoding_ok(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii);
+    match codings.next() {
+        None => true,
+        Some(first) => first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
+    }
+}
+
+/// Hold an upstream response to the request framing rules (hyper has already refused
+/// conflicting Content-Lengths): no Content-Length beside Transfer-Encoding, and no
+/// Transfer-Encoding other than a single `chunked`.
+pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    if headers.contains_key(header::TRANSFER_ENCODING)
+        && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err("upstream response has both Content-Length and Transfer-Encoding");
+    }
+    if !transfer_encoding_ok(headers) {
+        return Err("upstream response has an unsupported Transfer-Encoding");
+    }
     Ok(())
 }
 
 /// Whether a client's `Upgrade` request asks for WebSocket (the only upgrade ever tunnelled).
 pub fn wants_websocket(headers: &HeaderMap) -> bool {
-    let upgrade = headers
-        .get_all(header::UPGRADE)
+    has_token(headers, &header::UPGRADE, "websocket")
+        && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
+/// Whether a comma-separated header lists `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        });
-    let connection = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|p| p.trim().eq_ignore_ascii_case("upgrade"))
-        });
-    upgrade && connection
+        .any(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Whether the peer is trusted to send forwarding headers.
@@ -346,6 +373,34 @@ mod tests {
             check_request_headers(&h, 1, 65536),
             Err(GatewayError::HeadersTooLarge)
         ));
+    }
+
+    #[test]
+    fn only_a_single_chunked_transfer_coding_is_accepted() {
+        assert!(transfer_encoding_ok(&map(&[])));
+        assert!(transfer_encoding_ok(&map(&[(
+            "transfer-encoding",
+            "Chunked "
+        )])));
+        for bad in [
+            &[("transfer-encoding", "gzip, chunked")][..],
+            &[("transfer-encoding", "chunked, chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "gzip")],
+        ] {
+            assert!(!transfer_encoding_ok(&map(bad)), "{bad:?}");
+        }
+        assert!(check_response_framing(&map(&[("content-length", "3")])).is_ok());
+        assert!(
+            check_response_framing(&map(&[
+                ("content-length", "3"),
+                ("transfer-encoding", "chunked")
+            ]))
+            .is_err()
+        );
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub async fn serve(
     let cfg = gw.snapshot().server.config.clone();
     let builder = Arc::new(builder(&cfg));
     let graceful = GracefulShutdown::new();
+    // Set when the drain timeout is reached: connections still open are then dropped.
+    let (force_close, force_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -78,6 +80,7 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let force = force_rx.clone();
         let header_timeout = cfg.header_read_timeout.0;
         tokio::spawn(async move {
             gw.metrics.connections_active.inc();
@@ -90,7 +93,16 @@ pub async fn serve(
                 None => {
                     let io =
                         HeaderTimeoutIo::new(stream, state.clone(), header_timeout, KEEPALIVE_IDLE);
-                    serve_conn(&builder, watcher, TokioIo::new(io), gw.clone(), conn, state).await;
+                    serve_conn(
+                        &builder,
+                        watcher,
+                        TokioIo::new(io),
+                        gw.clone(),
+                        conn,
+                        state,
+                        force,
+                    )
+                    .await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
@@ -111,6 +123,7 @@ pub async fn serve(
                                 gw.clone(),
                                 conn,
                                 state,
+                                force,
                             )
                             .await;
                         }
@@ -134,6 +147,7 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
+        let _ = force_close.send(true);
     }
 }
 
@@ -144,6 +158,7 @@ async fn serve_conn<I>(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     state: Arc<ConnState>,
+    mut force: tokio::sync::watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -161,7 +176,19 @@ async fn serve_conn<I>(
         }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    let forced = async move {
+        // Only an explicit close counts; a dropped sender means the server drained in time.
+        if force.wait_for(|f| *f).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = watcher.watch(connection.into_owned()) => {
+            if let Err(e) = served {
+                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            }
+        }
+        // Dropping the connection closes its socket.
+        () = forced => tracing::debug!(peer = %conn.peer, "connection closed at the drain timeout"),
     }
 }

@@ -125,7 +125,9 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
     upstream_on(listener, f).await
 }
 
@@ -140,7 +142,9 @@ where
     let h = hits.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let f = f.clone();
             let h = h.clone();
             tokio::spawn(async move {
@@ -163,7 +167,11 @@ where
 pub async fn echo_upstream() -> Upstream {
     upstream(|req: Request<Incoming>| async move {
         let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let headers: serde_json::Map<String, serde_json::Value> = parts
             .headers
             .iter()
@@ -247,7 +255,12 @@ pub async fn send(req: Request<Full<Bytes>>) -> Resp {
 
 /// GET a URL.
 pub async fn get(url: &str) -> Resp {
-    send(Request::get(url).body(Full::new(Bytes::new())).expect("request")).await
+    send(
+        Request::get(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await
 }
 
 /// GET with extra headers.
@@ -280,10 +293,7 @@ pub fn raw_status(answer: &str) -> u16 {
 /// An upstream config block with these targets.
 pub fn upstream_yaml(name: &str, targets: &[SocketAddr], extra: &str) -> String {
     let t: Vec<String> = targets.iter().map(ToString::to_string).collect();
-    format!(
-        "  - name: {name}\n    targets: [{}]\n{extra}",
-        t.join(", ")
-    )
+    format!("  - name: {name}\n    targets: [{}]\n{extra}", t.join(", "))
 }
 
 /// A value of a metric line `name{labels} value` in Prometheus text, if present.
