@@ -27,6 +27,8 @@ pub struct Route {
     pub websocket: bool,
     /// `%2F` / `%5C` allowed in the path.
     pub allow_encoded_slashes: bool,
+    /// `ferrox_request_duration_seconds{route}`, resolved once.
+    pub duration: prometheus::Histogram,
 }
 
 /// How the matched part of the path is changed before forwarding.
@@ -145,6 +147,9 @@ impl Snapshot {
                     max_body: r.max_body.0,
                     websocket: r.websocket,
                     allow_encoded_slashes: r.allow_encoded_slashes,
+                    duration: metrics
+                        .request_duration
+                        .with_label_values(&[r.name.as_str()]),
                 }),
             ));
         }

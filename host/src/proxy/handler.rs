@@ -37,7 +37,7 @@ pub struct ConnInfo {
 /// Facts gathered while serving a request, for metrics and the access log.
 #[derive(Default)]
 struct Trace {
-    route: Option<Arc<str>>,
+    route: Option<Arc<Route>>,
     upstream: Option<Arc<Upstream>>,
     target: Option<String>,
     upstream_time: Option<Duration>,
@@ -54,7 +54,8 @@ pub async fn handle(
     let snap = gw.snapshot();
     let rid = request_id(req.headers(), &snap.server.request_id_header);
     let method = req.method().clone();
-    let path_for_log = req.uri().path().to_owned();
+    let access_log = tracing::enabled!(target: "ferrox::access", tracing::Level::INFO);
+    let path_for_log = access_log.then(|| req.uri().path().to_owned());
     gw.metrics.requests_in_flight.inc();
     let mut trace = Trace::default();
     let result = serve(&gw, &snap, req, conn, &rid, &mut trace).await;
@@ -75,22 +76,26 @@ pub async fn handle(
         .insert(snap.server.request_id_header.clone(), rid.clone());
 
     let elapsed = start.elapsed();
-    let route = trace.route.as_deref().unwrap_or(NO_ROUTE);
+    let route = trace.route.as_ref().map_or(NO_ROUTE, |r| &*r.name);
     let status = resp.status();
     gw.metrics
         .requests
         .with_label_values(&[route, method_label(&method), status.as_str()])
         .inc();
-    gw.metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
+    match &trace.route {
+        Some(r) => r.duration.observe(elapsed.as_secs_f64()),
+        None => gw
+            .metrics
+            .request_duration
+            .with_label_values(&[NO_ROUTE])
+            .observe(elapsed.as_secs_f64()),
+    }
     tracing::info!(
         target: "ferrox::access",
         request_id = rid.to_str().unwrap_or(""),
         client = %conn.peer.ip(),
         method = %method,
-        path = %path_for_log,
+        path = path_for_log.as_deref(),
         route,
         upstream = trace.upstream.as_ref().map(|u| u.name()),
         upstream_target = trace.target.as_deref(),
@@ -123,11 +128,11 @@ async fn serve(
     let raw_path = req.uri().path();
     let path = normalize_path(raw_path).map_err(|_| GatewayError::BadRequest("invalid path"))?;
     let host = request_host(&req);
-    let Some(m) = snap.routes.find(&host, &path, req.method(), req.headers()) else {
+    let Some(m) = snap.routes.find(host, &path, req.method(), req.headers()) else {
         return Err(GatewayError::NoRoute);
     };
     let route: &Arc<Route> = m.route;
-    trace.route = Some(route.name.clone());
+    trace.route = Some(route.clone());
     trace.upstream = Some(route.upstream.clone());
     if !route.allow_encoded_slashes && has_encoded_slash(&path) {
         return Err(GatewayError::BadRequest("encoded '/' or '\\' in path"));
@@ -201,7 +206,14 @@ async fn serve(
         tried.push(lease.index);
         trace.attempts += 1;
         trace.target = Some(lease.target.label.clone());
-        let mut out_headers = headers.clone();
+        // The last possible attempt takes the headers; earlier ones keep them for a retry
+        // (and a WebSocket answer still needs the client's key).
+        let last_attempt = !replayable || tried.len() > upstream.config.retries as usize;
+        let mut out_headers = if last_attempt && !websocket {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
         if !upstream.config.preserve_host
             && let Ok(h) = HeaderValue::from_str(lease.target.addr.authority.as_str())
         {
@@ -239,10 +251,7 @@ async fn serve(
         .await;
         let took = sent.elapsed();
         trace.upstream_time = Some(took);
-        gw.metrics
-            .upstream_duration
-            .with_label_values(&[upstream.name()])
-            .observe(took.as_secs_f64());
+        upstream.duration.observe(took.as_secs_f64());
         let error = match result {
             Ok(Ok(resp)) => {
                 if let Err(why) = check_response_framing(resp.headers()) {
@@ -349,8 +358,8 @@ fn finish_response(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
-/// The host the client asked for, lower-cased, without port.
-fn request_host(req: &Request<Incoming>) -> String {
+/// The host the client asked for, without port.
+fn request_host(req: &Request<Incoming>) -> &str {
     let raw = req
         .headers()
         .get(header::HOST)
@@ -363,7 +372,8 @@ fn request_host(req: &Request<Incoming>) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    without_port.to_ascii_lowercase()
+    // The route table compares hosts case-insensitively: no lower-cased copy needed.
+    without_port
 }
 
 /// The declared `Content-Length`, if any (hyper has already refused conflicting values).

@@ -66,6 +66,8 @@ pub struct Upstream {
     hash_header: Option<http::HeaderName>,
     budget: RetryBudget,
     metrics: Metrics,
+    /// `ferrox_upstream_duration_seconds{upstream}`, resolved once.
+    pub duration: prometheus::Histogram,
 }
 
 /// Why no target could be picked.
@@ -161,6 +163,9 @@ impl Upstream {
                 .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
             budget: RetryBudget::new(config.retry_budget.ratio, config.retry_budget.min_per_sec),
             metrics: metrics.clone(),
+            duration: metrics
+                .upstream_duration
+                .with_label_values(&[config.name.as_str()]),
             config: config.clone(),
         })
     }
