@@ -113,7 +113,9 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             addr: opts.config.admin.listen.clone(),
             source,
         })?;
-    let gateway = Gateway::new(opts.config).map_err(StartError::Config)?;
+    let gateway = Gateway::new(opts.config)
+        .await
+        .map_err(StartError::Config)?;
     let (stop, stop_rx) = watch::channel(false);
     let token: Arc<str> = token.into();
 

@@ -30,11 +30,34 @@ pub enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Filter plugin tools.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        what: PluginCommand,
+    },
     /// Config file tools.
     Config {
         /// What to print.
         #[command(subcommand)]
         what: ConfigCommand,
+    },
+}
+
+/// `ferrox plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Scaffold a Rust filter crate (builds to wasm32-wasip2, tested with `cargo test`).
+    New {
+        /// Filter name: lower-case letters, digits and '-'.
+        name: String,
+        /// Folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the `ferrox-sdk` crate (default: the SDK this binary was built from, when
+        /// present, otherwise the published crate).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -97,6 +120,27 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(args),
+        Command::Plugin {
+            what: PluginCommand::New { name, dir, sdk },
+        } => {
+            let sdk = sdk.or_else(crate::scaffold::bundled_sdk);
+            match crate::scaffold::new_filter(&name, &dir, sdk.as_deref()) {
+                Ok(root) => {
+                    println!(
+                        "created {}
+  cd {0}
+  cargo test
+  cargo build --target wasm32-wasip2 --release",
+                        root.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

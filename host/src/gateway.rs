@@ -1,5 +1,6 @@
-//! The running gateway's shared state: the current [`Snapshot`] (swapped atomically) and the
-//! metrics. The datapath only ever reads the snapshot; the control plane replaces it.
+//! The running gateway's shared state: the current [`Snapshot`] (swapped atomically), the
+//! metrics and the services filters use. The datapath only ever reads the snapshot; the control
+//! plane replaces it.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{ConfigIssue, GatewayConfig};
 use crate::metrics::Metrics;
+use crate::plugin::host::Services;
 use crate::snapshot::Snapshot;
 
 /// Shared state of one gateway instance.
@@ -15,18 +17,23 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     /// Every metric of this instance.
     pub metrics: Metrics,
+    /// Host services shared by every filter instance.
+    pub services: Arc<Services>,
     /// Serialises config applications so two reloads never interleave their builds.
     apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
     /// Build the first snapshot from a validated config.
-    pub fn new(config: GatewayConfig) -> Result<Arc<Self>, Vec<ConfigIssue>> {
+    pub async fn new(config: GatewayConfig) -> Result<Arc<Self>, Vec<ConfigIssue>> {
         let metrics = Metrics::new();
-        let snapshot = Snapshot::build(config, None, &metrics)?;
+        let services = Services::new(metrics.clone());
+        let snapshot = Snapshot::build(config, None, &metrics, &services).await?;
+        services.credentials.store(snapshot.credentials.clone());
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
+            services,
             apply_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -42,8 +49,15 @@ impl Gateway {
         let issues = crate::config::validate(&config);
         let result = if issues.is_empty() {
             let previous = self.snapshot();
-            Snapshot::build(config, Some(&previous), &self.metrics)
-                .map(|s| self.snapshot.store(Arc::new(s)))
+            match Snapshot::build(config, Some(&previous), &self.metrics, &self.services).await {
+                Ok(s) => {
+                    let credentials = s.credentials.clone();
+                    self.snapshot.store(Arc::new(s));
+                    self.services.credentials.store(credentials);
+                    Ok(())
+                }
+                Err(issues) => Err(issues),
+            }
         } else {
             Err(issues)
         };

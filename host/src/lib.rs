@@ -13,12 +13,13 @@
 //! - [`breaker`]: the sans-io circuit breaker.
 //! - [`error`]: the one place errors become responses.
 //! - [`metrics`]: every metric name; [`admin`]: `/health`, `/metrics`.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod body;
 pub mod breaker;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -26,6 +27,10 @@ pub mod error;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
+pub mod plugin;
 pub mod proxy;
 pub mod router;
+pub mod scaffold;
 pub mod snapshot;
+pub mod state;

@@ -6,8 +6,14 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use crate::config::{ConfigIssue, GatewayConfig, RouteConfig, ServerConfig};
+use crate::config::{
+    ConfigIssue, FilterConfig, GatewayConfig, IsolationConfig, OnErrorConfig, RouteConfig,
+    ServerConfig,
+};
 use crate::metrics::Metrics;
+use crate::pipeline::{OnError, Pipeline, Stage};
+use crate::plugin::host::{Credentials, Services};
+use crate::plugin::{FilterFailure, FilterPool, Isolation, Plugin, PoolSettings};
 use crate::proxy::health;
 use crate::proxy::upstream::Upstream;
 use crate::router::RouteTable;
@@ -29,6 +35,8 @@ pub struct Route {
     pub allow_encoded_slashes: bool,
     /// `ferrox_request_duration_seconds{route}`, resolved once.
     pub duration: prometheus::Histogram,
+    /// The route's filters.
+    pub pipeline: Pipeline,
 }
 
 /// How the matched part of the path is changed before forwarding.
@@ -86,17 +94,24 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     /// Downstream server settings.
     pub server: ServerSettings,
+    /// Loaded plugins by name (carried over to the next snapshot when unchanged).
+    pub plugins: HashMap<String, Arc<Plugin>>,
+    /// API keys of the consumers.
+    pub credentials: Arc<Credentials>,
 }
 
 impl Snapshot {
     /// Build from a validated config. Upstreams whose config did not change are carried over
     /// from `previous` with their pools, breakers and health state.
-    pub fn build(
+    pub async fn build(
         config: GatewayConfig,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
+        services: &Arc<Services>,
     ) -> Result<Self, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
+        let plugins = load_plugins(&config, previous, &mut issues);
+        let credentials = build_credentials(&config, &mut issues);
         let mut upstreams = HashMap::new();
         for (i, up) in config.upstreams.iter().enumerate() {
             let reused = previous
@@ -138,6 +153,7 @@ impl Snapshot {
                 (None, true) => PathRewrite::StripPrefix,
                 (None, false) => PathRewrite::Keep,
             };
+            let pipeline = build_pipeline(i, r, &plugins, services, &mut issues).await;
             routes.push((
                 r,
                 Arc::new(Route {
@@ -150,6 +166,7 @@ impl Snapshot {
                     duration: metrics
                         .request_duration
                         .with_label_values(&[r.name.as_str()]),
+                    pipeline,
                 }),
             ));
         }
@@ -172,8 +189,158 @@ impl Snapshot {
                 request_id_header,
             },
             config: Arc::new(config),
+            plugins,
+            credentials: Arc::new(credentials),
         })
     }
+}
+
+/// Load every plugin routes use: built-ins from the binary, custom ones from their files.
+/// A plugin whose bytes and grants did not change is carried over from `previous`.
+fn load_plugins(
+    config: &GatewayConfig,
+    previous: Option<&Snapshot>,
+    issues: &mut Vec<ConfigIssue>,
+) -> HashMap<String, Arc<Plugin>> {
+    let used: std::collections::BTreeSet<&str> = config
+        .routes
+        .iter()
+        .flat_map(|r| r.filters.iter().map(|f| f.plugin.as_str()))
+        .collect();
+    let mut loaded = HashMap::new();
+    for name in used {
+        let declared = config
+            .plugins
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name);
+        let (bytes, grants, path): (std::borrow::Cow<'_, [u8]>, Vec<String>, String) =
+            match declared {
+                Some((i, p)) => match std::fs::read(&p.path) {
+                    Ok(b) => (b.into(), p.grants.clone(), format!("plugins[{i}]")),
+                    Err(e) => {
+                        issues.push(ConfigIssue {
+                            path: format!("plugins[{i}].path"),
+                            message: format!("cannot read {}: {e}", p.path),
+                        });
+                        continue;
+                    }
+                },
+                None => match crate::builtin::get(name) {
+                    Some((b, g)) => (
+                        b.into(),
+                        g.iter().map(|s| (*s).to_owned()).collect(),
+                        format!("built-in plugin {name}"),
+                    ),
+                    None => continue, // reported by validation
+                },
+            };
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        if let Some(p) = previous
+            .and_then(|s| s.plugins.get(name))
+            .filter(|p| p.digest == digest && p.granted == grants)
+        {
+            loaded.insert(name.to_owned(), p.clone());
+            continue;
+        }
+        match Plugin::load(name, &bytes, &grants) {
+            Ok(p) => {
+                loaded.insert(name.to_owned(), p);
+            }
+            Err(message) => issues.push(ConfigIssue { path, message }),
+        }
+    }
+    loaded
+}
+
+fn build_credentials(config: &GatewayConfig, issues: &mut Vec<ConfigIssue>) -> Credentials {
+    let mut pairs = Vec::new();
+    for (i, c) in config.consumers.iter().enumerate() {
+        for (k, key) in c.keys.iter().enumerate() {
+            match crate::plugin::host::key_digest(key) {
+                Ok(_) => pairs.push((key.as_str(), c.name.as_str())),
+                Err(message) => issues.push(ConfigIssue {
+                    path: format!("consumers[{i}].keys[{k}]"),
+                    message,
+                }),
+            }
+        }
+    }
+    Credentials::build(pairs).unwrap_or_else(|message| {
+        issues.push(ConfigIssue {
+            path: "consumers".into(),
+            message,
+        });
+        Credentials::default()
+    })
+}
+
+/// Instantiate and `init` every filter of route `index`; a rejected config is an issue at
+/// `routes[i].filters[j].config` with the filter's own message.
+async fn build_pipeline(
+    index: usize,
+    route: &RouteConfig,
+    plugins: &HashMap<String, Arc<Plugin>>,
+    services: &Arc<Services>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Pipeline {
+    let mut stages = Vec::new();
+    for (j, f) in route.filters.iter().enumerate() {
+        let Some(plugin) = plugins.get(&f.plugin) else {
+            continue; // load failure or unknown plugin, already reported
+        };
+        match filter_pool(plugin.clone(), route, f, services).await {
+            Ok(pool) => stages.push(Stage::new(
+                plugin.name.clone(),
+                pool,
+                match f.on_error {
+                    OnErrorConfig::Closed => OnError::Closed,
+                    OnErrorConfig::Open => OnError::Open,
+                },
+            )),
+            Err(failure) => issues.push(ConfigIssue {
+                path: format!("routes[{index}].filters[{j}].config"),
+                message: match failure {
+                    FilterFailure::Config(m) => format!("rejected by {}: {m}", f.plugin),
+                    other => format!("filter {} failed to initialise: {other}", f.plugin),
+                },
+            }),
+        }
+    }
+    Pipeline { stages }
+}
+
+async fn filter_pool(
+    plugin: Arc<Plugin>,
+    route: &RouteConfig,
+    f: &FilterConfig,
+    services: &Arc<Services>,
+) -> Result<FilterPool, FilterFailure> {
+    let config = if f.config.is_null() {
+        "{}".to_owned()
+    } else {
+        f.config.to_string()
+    };
+    FilterPool::new(
+        plugin,
+        config,
+        route.name.as_str().into(),
+        services.clone(),
+        PoolSettings {
+            timeout: f.timeout.0,
+            memory: usize::try_from(f.memory.0).unwrap_or(usize::MAX),
+            isolation: match f.isolation {
+                IsolationConfig::Pooled => Isolation::Pooled,
+                IsolationConfig::Request => Isolation::Request,
+            },
+            max_idle: 64,
+            max_uses: 10_000,
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -194,13 +361,18 @@ mod tests {
 
     #[tokio::test]
     async fn unchanged_upstreams_keep_their_state() {
+        let services = Services::new(Metrics::new());
         let yaml = "upstreams: [{ name: u, targets: [a:1] }, { name: v, targets: [b:1] }]\nroutes: [{ name: r, match: { path_prefix: / }, upstream: u }]\n";
         let m = Metrics::new();
         let cfg = crate::config::load_str(yaml, &Default::default()).expect("valid");
-        let first = Snapshot::build(cfg, None, &m).expect("builds");
+        let first = Snapshot::build(cfg, None, &m, &services)
+            .await
+            .expect("builds");
         let cfg2 = crate::config::load_str(&yaml.replace("b:1", "c:1"), &Default::default())
             .expect("valid");
-        let second = Snapshot::build(cfg2, Some(&first), &m).expect("builds");
+        let second = Snapshot::build(cfg2, Some(&first), &m, &services)
+            .await
+            .expect("builds");
         assert!(Arc::ptr_eq(&first.upstreams["u"], &second.upstreams["u"]));
         assert!(!Arc::ptr_eq(&first.upstreams["v"], &second.upstreams["v"]));
     }

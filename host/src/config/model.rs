@@ -380,19 +380,49 @@ pub struct FilterConfig {
     /// The filter's own configuration, validated by the filter.
     #[serde(default)]
     pub config: serde_json::Value,
-    /// What a failing filter does: `closed` (503) or `open` (skipped). Auth filters are always
-    /// closed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_error: Option<String>,
-    /// `pooled` (warm instances reused) or `request` (a fresh instance per request).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<String>,
-    /// Deadline of one filter call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Dur>,
-    /// Memory cap of one filter instance.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<ByteSize>,
+    /// What a failing filter does: `closed` (503, the default) or `open` (skipped). Auth
+    /// filters are always closed.
+    #[serde(default)]
+    pub on_error: OnErrorConfig,
+    /// `pooled` (warm instances reused, the default) or `request` (a fresh instance per
+    /// request, for untrusted multi-tenant filters).
+    #[serde(default)]
+    pub isolation: IsolationConfig,
+    /// Deadline of one filter call. Default 5ms.
+    #[serde(default = "default_filter_timeout")]
+    pub timeout: Dur,
+    /// Memory cap of one filter instance. Default 16MiB.
+    #[serde(default = "default_filter_memory")]
+    pub memory: ByteSize,
+}
+
+fn default_filter_timeout() -> Dur {
+    Dur::millis(5)
+}
+fn default_filter_memory() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+/// Failure policy of a filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnErrorConfig {
+    /// Answer 503 with `ferrox-error: filter`.
+    #[default]
+    Closed,
+    /// Skip the filter and count it.
+    Open,
+}
+
+/// Instance isolation of a filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationConfig {
+    /// Warm instances reused across requests.
+    #[default]
+    Pooled,
+    /// A fresh instance for every request.
+    Request,
 }
 
 /// A consumer of the API and its credentials.

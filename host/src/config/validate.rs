@@ -166,6 +166,31 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
         check_upstream(&mut issues, &path, up);
     }
 
+    let mut plugin_names: HashSet<&str> = crate::builtin::names().into_iter().collect();
+    for (i, p) in cfg.plugins.iter().enumerate() {
+        let ppath = format!("plugins[{i}]");
+        check_name(&mut issues, format!("{ppath}.name"), &p.name);
+        if !plugin_names.insert(p.name.as_str()) {
+            issues.add(
+                format!("{ppath}.name"),
+                format!(
+                    "duplicate plugin name {:?} (built-in or declared earlier)",
+                    p.name
+                ),
+            );
+        }
+        for (k, g) in p.grants.iter().enumerate() {
+            if !crate::plugin::SERVICES.contains(&g.as_str()) {
+                issues.add(
+                    format!("{ppath}.grants[{k}]"),
+                    format!(
+                        "unknown host service {g:?}; one of {}",
+                        crate::plugin::SERVICES.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     let mut route_names = HashMap::new();
     let mut matchers: Vec<(usize, &MatchConfig)> = Vec::new();
     for (i, route) in cfg.routes.iter().enumerate() {
@@ -179,7 +204,7 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
                 ),
             );
         }
-        check_route(&mut issues, &path, route, &upstream_names);
+        check_route(&mut issues, &path, route, &upstream_names, &plugin_names);
         if let Some((j, _)) = matchers.iter().find(|(_, m)| **m == route.matcher) {
             issues.add(
                 format!("{path}.match"),
@@ -197,15 +222,6 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
             issues.add(
                 format!("consumers[{i}].name"),
                 format!("duplicate consumer name {:?}", c.name),
-            );
-        }
-    }
-    let mut plugin_names = HashSet::new();
-    for (i, p) in cfg.plugins.iter().enumerate() {
-        if !plugin_names.insert(p.name.as_str()) {
-            issues.add(
-                format!("plugins[{i}].name"),
-                format!("duplicate plugin name {:?}", p.name),
             );
         }
     }
@@ -327,6 +343,7 @@ fn check_route(
     path: &str,
     route: &RouteConfig,
     upstreams: &HashMap<&str, usize>,
+    plugins: &HashSet<&str>,
 ) {
     check_name(issues, format!("{path}.name"), &route.name);
     if !upstreams.contains_key(route.upstream.as_str()) {
@@ -418,13 +435,23 @@ fn check_route(
         issues.add(format!("{path}.rewrite"), "must start with '/'");
     }
     for (j, f) in route.filters.iter().enumerate() {
-        issues.add(
-            format!("{path}.filters[{j}].plugin"),
-            format!(
-                "filter plugin {:?} cannot run: this build has no filter runtime, and a route must never run without the filters it declares",
-                f.plugin
-            ),
-        );
+        let fpath = format!("{path}.filters[{j}]");
+        if !plugins.contains(f.plugin.as_str()) {
+            issues.add(
+                format!("{fpath}.plugin"),
+                format!(
+                    "unknown plugin {:?}; declare it under `plugins` (built-in: {})",
+                    f.plugin,
+                    crate::builtin::names().join(", ")
+                ),
+            );
+        }
+        if f.timeout.0.is_zero() || f.timeout.0 > std::time::Duration::from_secs(10) {
+            issues.add(format!("{fpath}.timeout"), "must be between 1ms and 10s");
+        }
+        if f.memory.0 < 1024 * 1024 || f.memory.0 > crate::plugin::engine::MAX_MEMORY as u64 {
+            issues.add(format!("{fpath}.memory"), "must be between 1MiB and 256MiB");
+        }
     }
 }
 

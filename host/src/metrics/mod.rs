@@ -13,11 +13,22 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+const FILTER_BUCKETS: &[f64] = &[
+    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025,
+    0.005, 0.01, 0.05,
+];
+
+/// Most metric names one plugin may publish (bounds label cardinality).
+const MAX_PLUGIN_METRIC_NAMES: usize = 32;
+
 /// The gateway's metrics, registered in their own registry (one per gateway instance, so tests
 /// running several gateways in one process do not mix numbers).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    plugin_metric_names: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+    >,
     /// `ferrox_requests_total{route,method,status}`
     pub requests: IntCounterVec,
     /// `ferrox_request_duration_seconds{route}`: until the response head is sent.
@@ -40,6 +51,14 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     /// `ferrox_websocket_tunnels_total`: upgraded connections tunnelled.
     pub websocket_tunnels: IntCounter,
+    /// `ferrox_filter_duration_seconds{plugin,phase}`: time in one filter call.
+    pub filter_duration: HistogramVec,
+    /// `ferrox_filter_failures_total{plugin,kind}`: timeout, memory, trap, config, tripped.
+    pub filter_failures: IntCounterVec,
+    /// `ferrox_plugin_counter_total{plugin,name}`: counters filters publish.
+    pub plugin_counters: IntCounterVec,
+    /// `ferrox_plugin_histogram{plugin,name}`: histograms filters publish.
+    pub plugin_histograms: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,11 +171,84 @@ impl Metrics {
                 "Active health check verdict per target (1 healthy, 0 unhealthy).",
                 &["upstream", "target"],
             ),
+            filter_duration: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "ferrox_filter_duration_seconds",
+                        "Time in one filter call, by plugin and phase (request, response).",
+                    )
+                    .buckets(FILTER_BUCKETS.to_vec()),
+                    &["plugin", "phase"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(h.clone()))
+                    .expect("metric registered once");
+                h
+            },
+            filter_failures: counter_vec(
+                &r,
+                "ferrox_filter_failures_total",
+                "Filter failures by plugin and kind (timeout, memory, trap, config, tripped).",
+                &["plugin", "kind"],
+            ),
+            plugin_counters: counter_vec(
+                &r,
+                "ferrox_plugin_counter_total",
+                "Counters published by filters through the metrics host service.",
+                &["plugin", "name"],
+            ),
+            plugin_histograms: histogram_vec(
+                &r,
+                "ferrox_plugin_histogram",
+                "Histograms published by filters through the metrics host service.",
+                &["plugin", "name"],
+            ),
             config_reloads,
             connections_active,
             requests_in_flight,
             websocket_tunnels,
+            plugin_metric_names: Default::default(),
             registry: r,
+        }
+    }
+
+    fn plugin_metric_allowed(&self, plugin: &str, name: &str) -> bool {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return false;
+        }
+        let mut seen = self
+            .plugin_metric_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let names = seen.entry(plugin.to_owned()).or_default();
+        if names.contains(name) {
+            return true;
+        }
+        if names.len() >= MAX_PLUGIN_METRIC_NAMES {
+            return false;
+        }
+        names.insert(name.to_owned());
+        true
+    }
+
+    /// Add to a filter-published counter (invalid or excess names are dropped).
+    pub fn plugin_counter(&self, plugin: &str, name: &str, value: u64) {
+        if self.plugin_metric_allowed(plugin, name) {
+            self.plugin_counters
+                .with_label_values(&[plugin, name])
+                .inc_by(value);
+        }
+    }
+
+    /// Observe a filter-published histogram (invalid or excess names are dropped).
+    pub fn plugin_histogram(&self, plugin: &str, name: &str, value: f64) {
+        if value.is_finite() && self.plugin_metric_allowed(plugin, name) {
+            self.plugin_histograms
+                .with_label_values(&[plugin, name])
+                .observe(value);
         }
     }
 

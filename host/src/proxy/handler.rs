@@ -22,6 +22,8 @@ use crate::breaker::Outcome;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::{NO_ROUTE, method_label};
+use crate::pipeline::{FilterRecord, RequestOutcome};
+use crate::plugin::{Reply, RequestState, ResponseState};
 use crate::router::{has_encoded_slash, normalize_path};
 use crate::snapshot::{Route, Snapshot};
 
@@ -42,6 +44,7 @@ struct Trace {
     target: Option<String>,
     upstream_time: Option<Duration>,
     attempts: u32,
+    filters: Vec<FilterRecord>,
 }
 
 /// Serve one request. Never fails: every error becomes a response here.
@@ -150,10 +153,6 @@ async fn serve(
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
     let forward_path = route.path_rewrite.apply(&path, m.matched_len);
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{forward_path}?{q}"),
-        None => forward_path,
-    };
 
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -182,15 +181,173 @@ async fn serve(
         upgrade::set_upgrade_headers(&mut headers);
     }
 
+    if route.pipeline.is_empty() {
+        let path_and_query = join_query(forward_path, parts.uri.query());
+        let target = Forward {
+            method: parts.method,
+            headers,
+            path_and_query,
+            websocket,
+            body_idle: settings.body_idle_timeout.0,
+        };
+        return forward(gw, route, target, body, downstream_upgrade, trace).await;
+    }
+
+    // Filters: the consumer header is the gateway's to set, never the client's.
+    headers.remove(CONSUMER_HEADER);
+    let mut state = Some(RequestState {
+        method: parts.method.clone(),
+        path: forward_path,
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        client_ip: client,
+        route: route.name.clone(),
+        request_id: rid.clone(),
+        consumer: None,
+    });
+    let (outcome, ran) = route
+        .pipeline
+        .on_request(&mut state, &gw.metrics, &mut trace.filters)
+        .await;
+    let response = match outcome {
+        RequestOutcome::Failed => return Err(GatewayError::Filter),
+        RequestOutcome::Respond(reply) => reply_response(reply)?,
+        RequestOutcome::Forward => {
+            let Some(RequestState {
+                method,
+                path,
+                query,
+                mut headers,
+                consumer,
+                ..
+            }) = state.take()
+            else {
+                return Err(GatewayError::Internal("filter request state lost".into()));
+            };
+            if let Some(c) = consumer
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+            {
+                headers.insert(CONSUMER_HEADER, c);
+            }
+            // Response filters read the request as it was forwarded.
+            state = Some(RequestState {
+                method: method.clone(),
+                path: path.clone(),
+                query: query.clone(),
+                headers: headers.clone(),
+                client_ip: client,
+                route: route.name.clone(),
+                request_id: rid.clone(),
+                consumer,
+            });
+            let target = Forward {
+                method,
+                headers,
+                path_and_query: join_query(path, query.as_deref()),
+                websocket,
+                body_idle: settings.body_idle_timeout.0,
+            };
+            forward(gw, route, target, body, downstream_upgrade, trace).await?
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response);
+    }
+    response_phase(gw, route, ran, state, response, trace).await
+}
+
+/// Run the response filters of the `ran` filters on `response`.
+async fn response_phase(
+    gw: &Gateway,
+    route: &Route,
+    ran: usize,
+    mut req: Option<RequestState>,
+    response: Response<ProxyBody>,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let (mut parts, body) = response.into_parts();
+    let mut resp = Some(ResponseState {
+        status: parts.status,
+        headers: std::mem::take(&mut parts.headers),
+    });
+    let ok = route
+        .pipeline
+        .on_response(ran, &mut req, &mut resp, &gw.metrics, &mut trace.filters)
+        .await;
+    if !ok {
+        return Err(GatewayError::Filter);
+    }
+    let Some(resp) = resp else {
+        return Err(GatewayError::Internal("filter response state lost".into()));
+    };
+    parts.headers = resp.headers;
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The response a filter answered with.
+fn reply_response(reply: Reply) -> Result<Response<ProxyBody>, GatewayError> {
+    let status = StatusCode::from_u16(reply.status)
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or(GatewayError::Filter)?;
+    let mut resp = Response::new(crate::body::full(reply.body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    for (name, value) in reply.headers {
+        let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            return Err(GatewayError::Filter);
+        };
+        headers.append(n, v);
+    }
+    strip_hop_by_hop(headers);
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(resp)
+}
+
+fn join_query(path: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+/// Header naming the authenticated consumer to the upstream.
+const CONSUMER_HEADER: http::HeaderName = http::HeaderName::from_static("x-consumer-name");
+
+/// What to send upstream.
+struct Forward {
+    method: Method,
+    headers: HeaderMap,
+    path_and_query: String,
+    websocket: bool,
+    body_idle: Duration,
+}
+
+/// Send the request to a target of the route's upstream (with retries) and return its
+/// response.
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    target: Forward,
+    body: Incoming,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    let Forward {
+        method,
+        mut headers,
+        path_and_query,
+        websocket,
+        body_idle,
+    } = target;
     let verdict = BodyVerdict::default();
-    let body = GuardedBody::new(
-        body,
-        route.max_body,
-        settings.body_idle_timeout.0,
-        verdict.clone(),
-    );
+    let body = GuardedBody::new(body, route.max_body, body_idle, verdict.clone());
     let upstream = &route.upstream;
-    let replayable = body.is_end_stream() && is_idempotent(&parts.method);
+    let replayable = body.is_end_stream() && is_idempotent(&method);
     let mut body = Some(body.boxed());
 
     upstream.deposit();
@@ -238,7 +395,7 @@ async fn serve(
             }
         };
         let mut out = Request::new(attempt_body);
-        *out.method_mut() = parts.method.clone();
+        *out.method_mut() = method.clone();
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = out_headers;

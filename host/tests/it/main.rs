@@ -4,6 +4,7 @@ mod support;
 
 mod balance;
 mod cli;
+mod filters;
 mod lifecycle;
 mod proxy;
 mod security;

@@ -172,10 +172,19 @@ pub async fn echo_upstream() -> Upstream {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
+        // Repeated headers are joined with ", " (RFC 9110 §5.3).
         let headers: serde_json::Map<String, serde_json::Value> = parts
             .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .keys()
+            .map(|k| {
+                let joined: Vec<String> = parts
+                    .headers
+                    .get_all(k)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect();
+                (k.to_string(), joined.join(", ").into())
+            })
             .collect();
         let json = serde_json::json!({
             "method": parts.method.as_str(),
@@ -302,4 +311,58 @@ pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
         .find(|l| l.starts_with(name_and_labels))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Path of test guest `name` (`plugins/tests/<name>`) compiled to a component. The guests are
+/// built once per test run, for `wasm32-wasip2`, into their own target directory.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("target dir")
+            .join("wasm-plugins");
+        let guests: Vec<String> = std::fs::read_dir(root.join("plugins/tests"))
+            .expect("plugins/tests")
+            .flatten()
+            .filter(|e| e.path().join("Cargo.toml").exists())
+            .map(|e| format!("ferrox-guest-{}", e.file_name().to_string_lossy()))
+            .collect();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        for g in &guests {
+            cmd.args(["-p", g]);
+        }
+        let status = cmd.status().expect("run cargo for the test guests");
+        assert!(status.success(), "building the test guests failed");
+        target.join("wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("ferrox_guest_{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "no test guest at {}", path.display());
+    path
+}
+
+/// A `plugins:` entry for test guest `name` with `grants`.
+pub fn guest_plugin_yaml(name: &str, grants: &[&str]) -> String {
+    format!(
+        "  - name: {name}\n    path: {}\n    grants: [{}]\n",
+        guest(name).display(),
+        grants.join(", ")
+    )
 }

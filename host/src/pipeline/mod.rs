@@ -1,0 +1,262 @@
+//! A route's filter pipeline: request filters in list order until one answers, then response
+//! filters of every filter that ran, in reverse order (also for a filter-made answer).
+//! A failing filter follows its policy: `closed` → 503 `ferrox-error: filter`, `open` → skipped.
+//! A filter that keeps failing is tripped (a circuit breaker per stage) and its policy applies
+//! at once, without calling it, until the cool-down lets one call probe it again.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::breaker::{Admission, Breaker, Outcome};
+use crate::metrics::Metrics;
+use crate::plugin::{
+    CallOutcome, FilterFailure, FilterPool, Flow, Reply, RequestState, ResponseState,
+};
+
+/// Consecutive failures that trip a filter.
+const TRIP_AFTER: u32 = 5;
+/// How long a tripped filter is bypassed (by its policy) before a probe call.
+const TRIP_COOLDOWN: Duration = Duration::from_secs(10);
+
+/// What a failing filter does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Answer 503 (`ferrox-error: filter`).
+    Closed,
+    /// Skip the filter and go on.
+    Open,
+}
+
+/// One filter of a pipeline.
+#[derive(Debug)]
+pub struct Stage {
+    /// Plugin name (metrics label).
+    pub plugin: Arc<str>,
+    /// Warm instances.
+    pub pool: FilterPool,
+    /// Failure policy.
+    pub on_error: OnError,
+    trip: Mutex<Breaker>,
+}
+
+impl Stage {
+    /// A stage over `pool` with `on_error`.
+    pub fn new(plugin: Arc<str>, pool: FilterPool, on_error: OnError) -> Self {
+        Self {
+            plugin,
+            pool,
+            on_error,
+            trip: Mutex::new(Breaker::new(TRIP_AFTER, TRIP_COOLDOWN)),
+        }
+    }
+}
+
+/// How the request phase ended.
+#[derive(Debug)]
+pub enum RequestOutcome {
+    /// Every filter continued: forward the request.
+    Forward,
+    /// A filter answered.
+    Respond(Reply),
+    /// A `closed` filter failed: answer 503.
+    Failed,
+}
+
+/// One filter's part in a request, for logs and the explain view.
+#[derive(Clone, Debug)]
+pub struct FilterRecord {
+    /// Plugin.
+    pub plugin: Arc<str>,
+    /// `request` or `response`.
+    pub phase: &'static str,
+    /// `continue`, `respond <status>`, `skipped (<why>)`, `failed (<why>)`, `done`.
+    pub decision: String,
+    /// Time in the filter, µs.
+    pub micros: u64,
+    /// Host services it called.
+    pub calls: Vec<&'static str>,
+}
+
+/// The filters of one route.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// Stages in route order.
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// Whether the route has no filters.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Run request filters. Returns the outcome and how many filters ran (whose response
+    /// hooks must run).
+    pub async fn on_request(
+        &self,
+        req: &mut Option<RequestState>,
+        metrics: &Metrics,
+        records: &mut Vec<FilterRecord>,
+    ) -> (RequestOutcome, usize) {
+        for (i, stage) in self.stages.iter().enumerate() {
+            let Some(admission) = admit(stage, metrics, records, "request") else {
+                match stage.on_error {
+                    OnError::Open => continue,
+                    OnError::Closed => return (RequestOutcome::Failed, i),
+                }
+            };
+            let start = Instant::now();
+            let CallOutcome { result, calls } = stage.pool.on_request(req).await;
+            let micros = observe(stage, metrics, "request", start);
+            match result {
+                Ok(flow) => {
+                    settle(stage, admission, Outcome::Success);
+                    match flow {
+                        Flow::Continue => {
+                            records.push(record(stage, "request", "continue".into(), micros, calls))
+                        }
+                        Flow::Respond(reply) => {
+                            records.push(record(
+                                stage,
+                                "request",
+                                format!("respond {}", reply.status),
+                                micros,
+                                calls,
+                            ));
+                            return (RequestOutcome::Respond(reply), i + 1);
+                        }
+                    }
+                }
+                Err(failure) => {
+                    settle(stage, admission, Outcome::Failure);
+                    fail(stage, metrics, records, "request", &failure, micros, calls);
+                    if stage.on_error == OnError::Closed {
+                        return (RequestOutcome::Failed, i);
+                    }
+                }
+            }
+        }
+        (RequestOutcome::Forward, self.stages.len())
+    }
+
+    /// Run the response filters of the first `ran` stages in reverse order. Returns `false`
+    /// when a `closed` filter failed (the response must become a 503).
+    pub async fn on_response(
+        &self,
+        ran: usize,
+        req: &mut Option<RequestState>,
+        resp: &mut Option<ResponseState>,
+        metrics: &Metrics,
+        records: &mut Vec<FilterRecord>,
+    ) -> bool {
+        for stage in self.stages[..ran.min(self.stages.len())].iter().rev() {
+            let Some(admission) = admit(stage, metrics, records, "response") else {
+                match stage.on_error {
+                    OnError::Open => continue,
+                    OnError::Closed => return false,
+                }
+            };
+            let start = Instant::now();
+            let CallOutcome { result, calls } = stage.pool.on_response(req, resp).await;
+            let micros = observe(stage, metrics, "response", start);
+            match result {
+                Ok(()) => {
+                    settle(stage, admission, Outcome::Success);
+                    records.push(record(stage, "response", "done".into(), micros, calls));
+                }
+                Err(failure) => {
+                    settle(stage, admission, Outcome::Failure);
+                    fail(stage, metrics, records, "response", &failure, micros, calls);
+                    if stage.on_error == OnError::Closed {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+fn admit(
+    stage: &Stage,
+    metrics: &Metrics,
+    records: &mut Vec<FilterRecord>,
+    phase: &'static str,
+) -> Option<Admission> {
+    let admission = stage
+        .trip
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(tokio::time::Instant::now());
+    if admission == Admission::Rejected {
+        metrics
+            .filter_failures
+            .with_label_values(&[&*stage.plugin, "tripped"])
+            .inc();
+        records.push(record(
+            stage,
+            phase,
+            "skipped (tripped)".into(),
+            0,
+            Vec::new(),
+        ));
+        return None;
+    }
+    Some(admission)
+}
+
+fn settle(stage: &Stage, admission: Admission, outcome: Outcome) {
+    stage.trip.lock().unwrap_or_else(|e| e.into_inner()).record(
+        tokio::time::Instant::now(),
+        admission,
+        outcome,
+    );
+}
+
+fn observe(stage: &Stage, metrics: &Metrics, phase: &str, start: Instant) -> u64 {
+    let elapsed = start.elapsed();
+    metrics
+        .filter_duration
+        .with_label_values(&[&*stage.plugin, phase])
+        .observe(elapsed.as_secs_f64());
+    elapsed.as_micros() as u64
+}
+
+fn fail(
+    stage: &Stage,
+    metrics: &Metrics,
+    records: &mut Vec<FilterRecord>,
+    phase: &'static str,
+    failure: &FilterFailure,
+    micros: u64,
+    calls: Vec<&'static str>,
+) {
+    metrics
+        .filter_failures
+        .with_label_values(&[&*stage.plugin, failure.kind()])
+        .inc();
+    tracing::warn!(plugin = &*stage.plugin, phase, error = %failure, policy = ?stage.on_error, "filter failed");
+    records.push(record(
+        stage,
+        phase,
+        format!("failed ({failure})"),
+        micros,
+        calls,
+    ));
+}
+
+fn record(
+    stage: &Stage,
+    phase: &'static str,
+    decision: String,
+    micros: u64,
+    calls: Vec<&'static str>,
+) -> FilterRecord {
+    FilterRecord {
+        plugin: stage.plugin.clone(),
+        phase,
+        decision,
+        micros,
+        calls,
+    }
+}

@@ -1,0 +1,178 @@
+//! Per-store host state (what a guest's calls can reach) and the services shared by all stores.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::metrics::Metrics;
+use crate::state::LocalState;
+
+/// Services shared by every filter instance of a gateway.
+#[derive(Debug)]
+pub struct Services {
+    /// Counters and cache.
+    pub state: LocalState,
+    /// API key → consumer index, swapped with each config.
+    pub credentials: ArcSwap<Credentials>,
+    /// Metrics registry (plugin metrics live there too).
+    pub metrics: Metrics,
+}
+
+impl Services {
+    /// Services with no credentials yet.
+    pub fn new(metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            state: LocalState::default(),
+            credentials: ArcSwap::from_pointee(Credentials::default()),
+            metrics,
+        })
+    }
+}
+
+/// API keys by SHA-256 digest. Plaintext keys are never stored.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    by_digest: HashMap<[u8; 32], String>,
+}
+
+impl Credentials {
+    /// Index `(key, consumer)` pairs; a key is plaintext or `sha256:<hex>`.
+    pub fn build<'a>(keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
+        let mut by_digest = HashMap::new();
+        for (key, consumer) in keys {
+            let digest = key_digest(key)?;
+            if let Some(other) = by_digest.insert(digest, consumer.to_owned())
+                && other != consumer
+            {
+                return Err(format!(
+                    "the same API key is given to {other:?} and {consumer:?}"
+                ));
+            }
+        }
+        Ok(Self { by_digest })
+    }
+
+    /// The consumer owning a presented key.
+    pub fn consumer_for_key(&self, presented: &str) -> Option<String> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // The hash index finds the candidate; the digest comparison is constant-time.
+        self.by_digest
+            .get_key_value(&digest)
+            .filter(|(stored, _)| crate::admin::constant_time_eq(stored.as_slice(), &digest))
+            .map(|(_, c)| c.clone())
+    }
+}
+
+/// The SHA-256 digest of a configured key (`sha256:<hex>` or plaintext).
+pub fn key_digest(key: &str) -> Result<[u8; 32], String> {
+    match key.strip_prefix("sha256:") {
+        Some(hex_digest) => {
+            let bytes = hex::decode(hex_digest)
+                .map_err(|_| "a sha256: key must be 64 hex digits".to_owned())?;
+            bytes
+                .try_into()
+                .map_err(|_| "a sha256: key must be 64 hex digits".to_owned())
+        }
+        None if key.is_empty() => Err("an API key must not be empty".into()),
+        None => Ok(Sha256::digest(key.as_bytes()).into()),
+    }
+}
+
+/// What a guest's store holds.
+pub struct HostState {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    pub(crate) limits: StoreLimits,
+    pub(crate) services: Arc<Services>,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) route: Arc<str>,
+    /// Host services called during the current call (for the request explain view).
+    pub(crate) calls: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("plugin", &self.plugin)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    /// State for one instance of `plugin` on `route`, with a memory cap.
+    pub fn new(services: Arc<Services>, plugin: Arc<str>, route: Arc<str>, memory: usize) -> Self {
+        // The sandbox: no preopened directories, no environment, no arguments, no network.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            table: ResourceTable::new(),
+            wasi,
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .table_elements(1_000_000)
+                .trap_on_grow_failure(true)
+                .build(),
+            services,
+            plugin,
+            route,
+            calls: Vec::new(),
+        }
+    }
+
+    /// Record a host call (deduplicated, for the explain view).
+    pub(crate) fn note(&mut self, service: &'static str) {
+        if self.calls.last() != Some(&service) && self.calls.len() < 64 {
+            self.calls.push(service);
+        }
+    }
+
+    /// Namespace a filter's key by plugin and route.
+    pub(crate) fn namespaced(&self, key: &str) -> String {
+        format!("{}\u{1f}{}\u{1f}{key}", self.plugin, self.route)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Lets the store enforce the memory cap (`limiter` needs `&mut dyn ResourceLimiter`).
+pub(crate) fn limiter(state: &mut HostState) -> &mut dyn ResourceLimiter {
+    &mut state.limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_by_digest_only() {
+        let digest = hex::encode(Sha256::digest(b"bob-key"));
+        let c = Credentials::build([
+            ("alice-key", "alice"),
+            (format!("sha256:{digest}").as_str(), "bob"),
+        ])
+        .expect("valid keys");
+        assert_eq!(c.consumer_for_key("alice-key").as_deref(), Some("alice"));
+        assert_eq!(c.consumer_for_key("bob-key").as_deref(), Some("bob"));
+        assert_eq!(c.consumer_for_key("nope"), None);
+        assert!(Credentials::build([("sha256:zz", "x")]).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! Shared state for filters: windowed counters and a TTL cache, in-process. Keys arrive already
+//! namespaced by plugin and route (see `crate::plugin`), so filters cannot read each other's.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A counter's value after an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterValue {
+    /// Count in the current window.
+    pub count: i64,
+    /// Milliseconds until the window resets.
+    pub reset_ms: u64,
+}
+
+/// Fixed-window counter arithmetic: windows are aligned to multiples of their length since the
+/// Unix epoch, so every instance computes the same window for the same instant.
+pub fn window_start(now_ms: u64, window_ms: u64) -> u64 {
+    let w = window_ms.max(1);
+    now_ms - now_ms % w
+}
+
+/// In-process counters and cache.
+#[derive(Debug, Default)]
+pub struct LocalState {
+    counters: Mutex<HashMap<String, (u64, i64)>>,
+    cache: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+}
+
+/// Entries kept before expired ones are swept.
+const SWEEP_AT: usize = 100_000;
+
+impl LocalState {
+    /// Add `delta` to `key` in the fixed window of `window_ms` containing `now_ms`.
+    pub fn incr(&self, key: &str, delta: i64, window_ms: u64, now_ms: u64) -> CounterValue {
+        let start = window_start(now_ms, window_ms);
+        let mut map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > SWEEP_AT {
+            map.retain(|_, (s, _)| *s + window_ms.max(1) > now_ms);
+        }
+        let entry = map.entry(key.to_owned()).or_insert((start, 0));
+        if entry.0 != start {
+            *entry = (start, 0);
+        }
+        entry.1 = entry.1.saturating_add(delta);
+        CounterValue {
+            count: entry.1,
+            reset_ms: start + window_ms.max(1) - now_ms,
+        }
+    }
+
+    /// The cached value for `key` at `now_ms`, if any.
+    pub fn get(&self, key: &str, now_ms: u64) -> Option<Vec<u8>> {
+        let map = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|(expires, _)| *expires > now_ms)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Store `value` for `ttl_ms`.
+    pub fn set(&self, key: &str, value: Vec<u8>, ttl_ms: u64, now_ms: u64) {
+        let mut map = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > SWEEP_AT {
+            map.retain(|_, (expires, _)| *expires > now_ms);
+        }
+        map.insert(key.to_owned(), (now_ms.saturating_add(ttl_ms), value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_windows_are_aligned_and_reset() {
+        let s = LocalState::default();
+        assert_eq!(
+            s.incr("k", 1, 1000, 10_250),
+            CounterValue {
+                count: 1,
+                reset_ms: 750
+            }
+        );
+        assert_eq!(s.incr("k", 2, 1000, 10_999).count, 3);
+        assert_eq!(
+            s.incr("k", 1, 1000, 11_000),
+            CounterValue {
+                count: 1,
+                reset_ms: 1000
+            }
+        );
+        assert_eq!(window_start(59_999, 60_000), 0);
+    }
+
+    #[test]
+    fn cache_entries_expire() {
+        let s = LocalState::default();
+        s.set("a", b"v".to_vec(), 100, 1_000);
+        assert_eq!(s.get("a", 1_099).as_deref(), Some(&b"v"[..]));
+        assert_eq!(s.get("a", 1_100), None);
+    }
+}

@@ -1,0 +1,91 @@
+//! The WebAssembly backend: the generated bindings of the `ferrox:filter/filter` world and the
+//! glue between them and the SDK's types. Compiled only for `wasm32`.
+
+use crate::counters::Counter;
+use crate::export::Instance;
+use crate::log::Level;
+use crate::{Filter, Flow, Reply, Request, Response};
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "filter",
+        path: "../wit",
+        // The export macro is used from the filter's crate, through `export_filter!`.
+        pub_export_macro: true,
+        export_macro_name: "export_bindings",
+    });
+}
+
+use bindings::ferrox::filter::{cache, clock, counters, credentials, log, metrics, types};
+
+pub(crate) type RequestHandle<'a> = &'a types::Request;
+pub(crate) type ResponseHandle<'a> = &'a types::Response;
+
+pub(crate) fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Trace => log::Level::Trace,
+        Level::Debug => log::Level::Debug,
+        Level::Info => log::Level::Info,
+        Level::Warn => log::Level::Warn,
+        Level::Error => log::Level::Error,
+    };
+    log::log(level, message);
+}
+
+pub(crate) fn now_ms() -> u64 {
+    clock::now_ms()
+}
+
+pub(crate) fn incr(key: &str, delta: i64, window_ms: u64) -> Result<Counter, String> {
+    counters::incr(key, delta, window_ms).map(|c| Counter {
+        count: c.count,
+        reset_ms: c.reset_ms,
+    })
+}
+
+pub(crate) fn cache_get(key: &str) -> Result<Option<Vec<u8>>, String> {
+    cache::get(key)
+}
+
+pub(crate) fn cache_set(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), String> {
+    cache::set(key, value, ttl_ms)
+}
+
+pub(crate) fn consumer_for_key(key: &str) -> Option<String> {
+    credentials::consumer_for_key(key)
+}
+
+pub(crate) fn counter_add(name: &str, value: u64) {
+    metrics::counter_add(name, value);
+}
+
+pub(crate) fn histogram_observe(name: &str, value: f64) {
+    metrics::histogram_observe(name, value);
+}
+
+/// The generated `Guest` trait and the raw handle types, for `export_filter!`.
+pub use bindings::{Guest, Request as RawRequest, Response as RawResponse};
+/// The raw flow the `on-request` export returns.
+pub use types::Flow as RawFlow;
+
+/// `on-request`: wrap the handle, run the filter, lower its decision.
+pub fn on_request<F: Filter>(instance: &Instance<F>, raw: &RawRequest) -> RawFlow {
+    match instance.on_request(&mut Request::new(raw)) {
+        Flow::Continue => RawFlow::Continue,
+        Flow::Respond(Reply {
+            status,
+            headers,
+            body,
+        }) => RawFlow::Respond(types::Reply {
+            status,
+            headers,
+            body,
+        }),
+    }
+}
+
+/// `on-response`: wrap both handles and run the filter.
+pub fn on_response<F: Filter>(instance: &Instance<F>, req: &RawRequest, resp: &RawResponse) {
+    instance.on_response(&Request::new(req), &mut Response::new(resp));
+}
