@@ -434,6 +434,12 @@ fn check_route(
     {
         issues.add(format!("{path}.rewrite"), "must start with '/'");
     }
+    if route.filters.len() > crate::pipeline::MAX_FILTERS {
+        issues.add(
+            format!("{path}.filters"),
+            format!("at most {} filters per route", crate::pipeline::MAX_FILTERS),
+        );
+    }
     for (j, f) in route.filters.iter().enumerate() {
         let fpath = format!("{path}.filters[{j}]");
         if !plugins.contains(f.plugin.as_str()) {

@@ -77,6 +77,13 @@ pub struct FilterRecord {
     pub calls: Vec<&'static str>,
 }
 
+/// Most filters on one route.
+pub const MAX_FILTERS: usize = 32;
+
+/// The stages whose `on-request` completed (bit `i` = stage `i`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ran(u32);
+
 /// The filters of one route.
 #[derive(Debug, Default)]
 pub struct Pipeline {
@@ -90,19 +97,20 @@ impl Pipeline {
         self.stages.is_empty()
     }
 
-    /// Run request filters. Returns the outcome and how many filters ran (whose response
-    /// hooks must run).
+    /// Run request filters. Returns the outcome and the filters whose `on-request` completed
+    /// (their response hooks must run): bit `i` for stage `i`.
     pub async fn on_request(
         &self,
         req: &mut Option<RequestState>,
         metrics: &Metrics,
         records: &mut Vec<FilterRecord>,
-    ) -> (RequestOutcome, usize) {
+    ) -> (RequestOutcome, Ran) {
+        let mut ran = Ran::default();
         for (i, stage) in self.stages.iter().enumerate() {
             let Some(admission) = admit(stage, metrics, records, "request") else {
                 match stage.on_error {
                     OnError::Open => continue,
-                    OnError::Closed => return (RequestOutcome::Failed, i),
+                    OnError::Closed => return (RequestOutcome::Failed, ran),
                 }
             };
             let start = Instant::now();
@@ -111,6 +119,7 @@ impl Pipeline {
             match result {
                 Ok(flow) => {
                     settle(stage, admission, Outcome::Success);
+                    ran.0 |= 1 << i;
                     match flow {
                         Flow::Continue => {
                             records.push(record(stage, "request", "continue".into(), micros, calls))
@@ -123,7 +132,7 @@ impl Pipeline {
                                 micros,
                                 calls,
                             ));
-                            return (RequestOutcome::Respond(reply), i + 1);
+                            return (RequestOutcome::Respond(reply), ran);
                         }
                     }
                 }
@@ -131,25 +140,28 @@ impl Pipeline {
                     settle(stage, admission, Outcome::Failure);
                     fail(stage, metrics, records, "request", &failure, micros, calls);
                     if stage.on_error == OnError::Closed {
-                        return (RequestOutcome::Failed, i);
+                        return (RequestOutcome::Failed, ran);
                     }
                 }
             }
         }
-        (RequestOutcome::Forward, self.stages.len())
+        (RequestOutcome::Forward, ran)
     }
 
-    /// Run the response filters of the first `ran` stages in reverse order. Returns `false`
-    /// when a `closed` filter failed (the response must become a 503).
+    /// Run the response hooks of the stages in `ran`, in reverse order. Returns `false` when a
+    /// `closed` filter failed (the response must become a 503).
     pub async fn on_response(
         &self,
-        ran: usize,
+        ran: Ran,
         req: &mut Option<RequestState>,
         resp: &mut Option<ResponseState>,
         metrics: &Metrics,
         records: &mut Vec<FilterRecord>,
     ) -> bool {
-        for stage in self.stages[..ran.min(self.stages.len())].iter().rev() {
+        for (i, stage) in self.stages.iter().enumerate().rev() {
+            if ran.0 & (1 << i) == 0 {
+                continue;
+            }
             let Some(admission) = admit(stage, metrics, records, "response") else {
                 match stage.on_error {
                     OnError::Open => continue,

@@ -96,6 +96,11 @@ impl PluginEngine {
         &self.engine
     }
 
+    /// Where compiled components are cached (`None` when caching is off).
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
+    }
+
     /// Compile `bytes` (or load the cached artifact for them).
     pub fn load(&self, bytes: &[u8]) -> Result<(Component, String), LoadError> {
         let digest = hex::encode(Sha256::digest(bytes));

@@ -22,7 +22,7 @@ use crate::breaker::Outcome;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::{NO_ROUTE, method_label};
-use crate::pipeline::{FilterRecord, RequestOutcome};
+use crate::pipeline::{FilterRecord, Ran, RequestOutcome};
 use crate::plugin::{Reply, RequestState, ResponseState};
 use crate::router::{has_encoded_slash, normalize_path};
 use crate::snapshot::{Route, Snapshot};
@@ -261,7 +261,7 @@ async fn serve(
 async fn response_phase(
     gw: &Gateway,
     route: &Route,
-    ran: usize,
+    ran: Ran,
     mut req: Option<RequestState>,
     response: Response<ProxyBody>,
     trace: &mut Trace,

@@ -424,3 +424,60 @@ async fn serve_drains_and_exits_zero_on_sigterm() {
 async fn serve_drains_and_exits_zero_on_sigint_configured_from_env() {
     drains_on("INT", Bootstrap::Env).await;
 }
+
+/// `ferrox plugin new` scaffolds a crate whose own tests pass and which builds to a component
+/// the gateway accepts.
+#[test]
+fn plugin_new_scaffolds_a_filter_that_tests_builds_and_loads() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let out = run(&[
+        "plugin",
+        "new",
+        "tenant-check",
+        "--dir",
+        &dir.path().display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let root = dir.path().join("tenant-check");
+    // A cached target directory keeps repeated runs quick.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("scaffold");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let test = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["test", "--target-dir"])
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo test");
+    assert!(
+        test.status.success(),
+        "{}\n{}",
+        text(&test.stdout),
+        text(&test.stderr)
+    );
+    assert!(
+        text(&test.stdout).contains("test result: ok. 3 passed"),
+        "{}",
+        text(&test.stdout)
+    );
+    let build = Command::new(&cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo build");
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let wasm =
+        std::fs::read(target.join("wasm32-wasip2/release/tenant_check.wasm")).expect("component");
+    ferrox_host::plugin::Plugin::load("tenant-check", &wasm, &[]).expect("the gateway accepts it");
+}

@@ -268,3 +268,71 @@ async fn hot_swapping_plugins_under_load_fails_no_request() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_filter_failing_repeatedly_is_tripped_and_bypassed_by_its_policy() {
+    let up = echo_upstream().await;
+    let gw = gateway(&doc(
+        up.addr,
+        &guest_plugin_yaml("trap", &[]),
+        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - { plugin: trap, on_error: open }\n",
+    ))
+    .await;
+    for _ in 0..8 {
+        assert_eq!(
+            get(&gw.url("/")).await.status,
+            200,
+            "open policy skips the filter"
+        );
+    }
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "ferrox_filter_failures_total{kind=\"trap\",plugin=\"trap\"}"
+        ),
+        Some(5.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "ferrox_filter_failures_total{kind=\"tripped\",plugin=\"trap\"}"
+        ),
+        Some(3.0),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn request_isolation_runs_a_fresh_instance_per_request() {
+    let up = echo_upstream().await;
+    let gw = gateway(&doc(
+        up.addr,
+        &guest_plugin_yaml("hello", &["log", "counters"]),
+        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - plugin: hello\n        isolation: request\n        config: { header: x-name, response_header: x-hello, count: true }\n",
+    ))
+    .await;
+    for i in 1..=5 {
+        let r = get_with(&gw.url("/"), &[("x-name", "bo")]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-hello"), Some("hello bo"));
+        // Shared state lives in host services, so it survives fresh instances.
+        assert_eq!(r.header("x-hello-count"), Some(i.to_string().as_str()));
+    }
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached_on_disk_by_content_hash() {
+    use sha2::Digest;
+    let bytes = std::fs::read(guest("order")).expect("guest");
+    ferrox_host::plugin::Plugin::load("order", &bytes, &[]).expect("loads");
+    let engine = ferrox_host::plugin::PluginEngine::global().expect("engine");
+    let dir = engine.cache_dir().expect("a cache directory");
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let cached = std::fs::read_dir(dir)
+        .expect("cache dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(&digest));
+    assert!(cached, "no artifact for {digest} in {}", dir.display());
+}

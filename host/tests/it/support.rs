@@ -326,11 +326,16 @@ pub fn guest(name: &str) -> PathBuf {
             .parent()
             .expect("target dir")
             .join("wasm-plugins");
-        let guests: Vec<String> = std::fs::read_dir(root.join("plugins/tests"))
-            .expect("plugins/tests")
-            .flatten()
-            .filter(|e| e.path().join("Cargo.toml").exists())
-            .map(|e| format!("ferrox-guest-{}", e.file_name().to_string_lossy()))
+        // The workspace members under plugins/tests/ are the test guests.
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("root manifest");
+        let guests: Vec<String> = manifest
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .trim_matches(|c| c == '"' || c == ',')
+                    .strip_prefix("plugins/tests/")
+            })
+            .map(|name| format!("ferrox-guest-{}", name.trim_matches('"')))
             .collect();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
