@@ -116,10 +116,12 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     if cfg.admin.token.as_deref() == Some("") {
         issues.add("admin.token", "must not be empty");
     }
-    if cfg.state != "local"
-        && !cfg.state.starts_with("redis://")
-        && !cfg.state.starts_with("rediss://")
-    {
+    if cfg.state.starts_with("redis://") || cfg.state.starts_with("rediss://") {
+        issues.add(
+            "state",
+            "the Redis state store is not in this build yet; use `local` (in-process counters and cache)",
+        );
+    } else if cfg.state != "local" {
         issues.add(
             "state",
             format!(
