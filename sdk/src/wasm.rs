@@ -44,6 +44,19 @@ pub(crate) fn incr(key: &str, delta: i64, window_ms: u64) -> Result<Counter, Str
     })
 }
 
+pub(crate) fn incr_sliding(
+    key: &str,
+    delta: i64,
+    window_ms: u64,
+) -> Result<crate::counters::Sliding, String> {
+    counters::incr_sliding(key, delta, window_ms).map(|s| crate::counters::Sliding {
+        current: s.current,
+        previous: s.previous,
+        elapsed_ms: s.elapsed_ms,
+        reset_ms: s.reset_ms,
+    })
+}
+
 pub(crate) fn cache_get(key: &str) -> Result<Option<Vec<u8>>, String> {
     cache::get(key)
 }

@@ -350,6 +350,26 @@ impl ferrox::filter::counters::Host for HostState {
             reset_ms: v.reset_ms,
         }))
     }
+
+    async fn incr_sliding(
+        &mut self,
+        key: String,
+        delta: i64,
+        window_ms: u64,
+    ) -> wasmtime::Result<Result<ferrox::filter::counters::Sliding, String>> {
+        self.note("counters");
+        let key = self.namespaced(&key);
+        let v = self
+            .services
+            .state
+            .incr_sliding(&key, delta, window_ms, crate::state::now_ms());
+        Ok(Ok(ferrox::filter::counters::Sliding {
+            current: v.current,
+            previous: v.previous,
+            elapsed_ms: v.elapsed_ms,
+            reset_ms: v.reset_ms,
+        }))
+    }
 }
 
 impl ferrox::filter::cache::Host for HostState {

@@ -21,6 +21,19 @@ pub struct CounterValue {
     pub reset_ms: u64,
 }
 
+/// A counter's current and previous windows after an update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlidingValue {
+    /// Count in the current window.
+    pub current: i64,
+    /// Count in the previous window.
+    pub previous: i64,
+    /// Milliseconds elapsed in the current window.
+    pub elapsed_ms: u64,
+    /// Milliseconds until the current window ends.
+    pub reset_ms: u64,
+}
+
 /// Fixed-window counter arithmetic: windows are aligned to multiples of their length since the
 /// Unix epoch, so every instance computes the same window for the same instant.
 pub fn window_start(now_ms: u64, window_ms: u64) -> u64 {
@@ -31,7 +44,8 @@ pub fn window_start(now_ms: u64, window_ms: u64) -> u64 {
 /// In-process counters and cache.
 #[derive(Debug, Default)]
 pub struct LocalState {
-    counters: Mutex<HashMap<String, (u64, i64)>>,
+    /// key → (current window start, current count, previous window's count)
+    counters: Mutex<HashMap<String, (u64, i64, i64)>>,
     cache: Mutex<HashMap<String, (u64, Vec<u8>)>>,
 }
 
@@ -41,19 +55,37 @@ const SWEEP_AT: usize = 100_000;
 impl LocalState {
     /// Add `delta` to `key` in the fixed window of `window_ms` containing `now_ms`.
     pub fn incr(&self, key: &str, delta: i64, window_ms: u64, now_ms: u64) -> CounterValue {
-        let start = window_start(now_ms, window_ms);
+        let s = self.incr_sliding(key, delta, window_ms, now_ms);
+        CounterValue {
+            count: s.current,
+            reset_ms: s.reset_ms,
+        }
+    }
+
+    /// [`Self::incr`], also returning the previous window's count.
+    pub fn incr_sliding(&self, key: &str, delta: i64, window_ms: u64, now_ms: u64) -> SlidingValue {
+        let window = window_ms.max(1);
+        let start = window_start(now_ms, window);
         let mut map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > SWEEP_AT {
-            map.retain(|_, (s, _)| *s + window_ms.max(1) > now_ms);
+            // Entries older than two windows carry nothing a caller can still see.
+            map.retain(|_, (s, _, _)| *s + 2 * window > now_ms);
         }
-        let entry = map.entry(key.to_owned()).or_insert((start, 0));
+        let entry = map.entry(key.to_owned()).or_insert((start, 0, 0));
         if entry.0 != start {
-            *entry = (start, 0);
+            let previous = if entry.0 + window == start {
+                entry.1
+            } else {
+                0
+            };
+            *entry = (start, 0, previous);
         }
         entry.1 = entry.1.saturating_add(delta);
-        CounterValue {
-            count: entry.1,
-            reset_ms: start + window_ms.max(1) - now_ms,
+        SlidingValue {
+            current: entry.1,
+            previous: entry.2,
+            elapsed_ms: now_ms - start,
+            reset_ms: start + window - now_ms,
         }
     }
 
@@ -98,6 +130,19 @@ mod tests {
             }
         );
         assert_eq!(window_start(59_999, 60_000), 0);
+    }
+
+    #[test]
+    fn sliding_windows_carry_the_previous_count() {
+        let s = LocalState::default();
+        s.incr_sliding("k", 5, 1000, 10_100);
+        let v = s.incr_sliding("k", 1, 1000, 11_250);
+        assert_eq!(
+            (v.current, v.previous, v.elapsed_ms, v.reset_ms),
+            (1, 5, 250, 750)
+        );
+        // A skipped window means nothing carries over.
+        assert_eq!(s.incr_sliding("k", 1, 1000, 13_000).previous, 0);
     }
 
     #[test]

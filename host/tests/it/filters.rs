@@ -18,7 +18,7 @@ async fn filters_run_on_requests_and_responses_including_their_own_replies() {
     let gw = gateway(&doc(
         up.addr,
         &guest_plugin_yaml("hello", &["log", "counters"]),
-        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - plugin: hello\n        config: { header: x-name, response_header: x-hello, count: true }\n",
+        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - plugin: hello\n        timeout: 100ms\n        config: { header: x-name, response_header: x-hello, count: true }\n",
     ))
     .await;
     let r = get_with(&gw.url("/x"), &[("x-name", "ada")]).await;
@@ -51,7 +51,9 @@ async fn filters_run_on_requests_and_responses_including_their_own_replies() {
 async fn order_is_list_order_then_reverse_and_first_reply_wins() {
     let up = echo_upstream().await;
     let stage = |name: &str, respond: bool| {
-        format!("      - plugin: order\n        config: {{ name: {name}, respond: {respond} }}\n")
+        format!(
+            "      - plugin: order\n        timeout: 100ms\n        config: {{ name: {name}, respond: {respond} }}\n"
+        )
     };
     let routes = format!(
         "  - name: all\n    match: {{ path_prefix: /all }}\n    upstream: u\n    filters:\n{}{}{}  - name: stop\n    match: {{ path_prefix: /stop }}\n    upstream: u\n    filters:\n{}{}{}",
@@ -136,10 +138,12 @@ async fn misbehaving_filters_follow_their_policy_and_harm_nobody_else() {
     let mut plugins = String::new();
     let mut routes =
         String::from("  - name: healthy\n    match: { path_prefix: /healthy }\n    upstream: u\n");
-    for g in ["trap", "spin", "oom"] {
+    // Deadlines are wall-clock: only `spin` gets a short one, so a loaded machine cannot turn
+    // the others' failures into timeouts.
+    for (g, timeout) in [("trap", "500ms"), ("spin", "20ms"), ("oom", "500ms")] {
         plugins.push_str(&guest_plugin_yaml(g, &[]));
         routes.push_str(&format!(
-            "  - name: {g}-closed\n    match: {{ path_prefix: /{g}/closed }}\n    upstream: u\n    filters:\n      - {{ plugin: {g}, timeout: 20ms, memory: 8MiB }}\n  - name: {g}-open\n    match: {{ path_prefix: /{g}/open }}\n    upstream: u\n    filters:\n      - {{ plugin: {g}, on_error: open, timeout: 20ms, memory: 8MiB }}\n"
+            "  - name: {g}-closed\n    match: {{ path_prefix: /{g}/closed }}\n    upstream: u\n    filters:\n      - {{ plugin: {g}, timeout: {timeout}, memory: 8MiB }}\n  - name: {g}-open\n    match: {{ path_prefix: /{g}/open }}\n    upstream: u\n    filters:\n      - {{ plugin: {g}, on_error: open, timeout: {timeout}, memory: 8MiB }}\n"
         ));
     }
     let gw = gateway(&doc(up.addr, &plugins, &routes)).await;
@@ -183,7 +187,7 @@ async fn guests_cannot_reach_files_or_sockets_or_flood_headers() {
         guest_plugin_yaml("fs-net", &[]),
         guest_plugin_yaml("many-headers", &[])
     );
-    let routes = "  - name: sandbox\n    match: { path_prefix: /sandbox }\n    upstream: u\n    filters:\n      - plugin: fs-net\n  - name: flood\n    match: { path_prefix: /flood }\n    upstream: u\n    filters:\n      - { plugin: many-headers, timeout: 200ms }\n";
+    let routes = "  - name: sandbox\n    match: { path_prefix: /sandbox }\n    upstream: u\n    filters:\n      - { plugin: fs-net, timeout: 200ms }\n  - name: flood\n    match: { path_prefix: /flood }\n    upstream: u\n    filters:\n      - { plugin: many-headers, timeout: 200ms }\n";
     let gw = gateway(&doc(up.addr, &plugins, routes)).await;
     let r = get(&gw.url("/sandbox")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -203,12 +207,12 @@ async fn hot_swapping_plugins_under_load_fails_no_request() {
 
     let up = echo_upstream().await;
     let v1 = format!(
-        "upstreams:\n{}plugins:\n  - {{ name: p, path: {}, grants: [] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    filters:\n      - {{ plugin: p, config: {{ name: one }} }}\n",
+        "upstreams:\n{}plugins:\n  - {{ name: p, path: {}, grants: [] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    filters:\n      - {{ plugin: p, timeout: 100ms, config: {{ name: one }} }}\n",
         upstream_yaml("u", &[up.addr], ""),
         guest("order").display()
     );
     let v2 = format!(
-        "upstreams:\n{}plugins:\n  - {{ name: p, path: {}, grants: [log, counters] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    filters:\n      - {{ plugin: p, config: {{ header: x-name, response_header: x-order-resp }} }}\n",
+        "upstreams:\n{}plugins:\n  - {{ name: p, path: {}, grants: [log, counters] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    filters:\n      - {{ plugin: p, timeout: 100ms, config: {{ header: x-name, response_header: x-order-resp }} }}\n",
         upstream_yaml("u", &[up.addr], ""),
         guest("hello").display()
     );
@@ -275,7 +279,7 @@ async fn a_filter_failing_repeatedly_is_tripped_and_bypassed_by_its_policy() {
     let gw = gateway(&doc(
         up.addr,
         &guest_plugin_yaml("trap", &[]),
-        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - { plugin: trap, on_error: open }\n",
+        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - { plugin: trap, on_error: open, timeout: 200ms }\n",
     ))
     .await;
     for _ in 0..8 {
@@ -310,7 +314,7 @@ async fn request_isolation_runs_a_fresh_instance_per_request() {
     let gw = gateway(&doc(
         up.addr,
         &guest_plugin_yaml("hello", &["log", "counters"]),
-        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - plugin: hello\n        isolation: request\n        config: { header: x-name, response_header: x-hello, count: true }\n",
+        "  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    filters:\n      - plugin: hello\n        isolation: request\n        timeout: 200ms\n        config: { header: x-name, response_header: x-hello, count: true }\n",
     ))
     .await;
     for i in 1..=5 {

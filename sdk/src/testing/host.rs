@@ -26,7 +26,7 @@ pub struct LogRecord {
 struct Host {
     now_ms: u64,
     /// key → (window start, count).
-    counters: HashMap<String, (u64, i64)>,
+    counters: HashMap<String, (u64, i64, i64)>,
     /// key → (expires at, value).
     cache: HashMap<String, (u64, Vec<u8>)>,
     counters_error: Option<String>,
@@ -128,19 +128,38 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 pub(crate) fn incr(key: &str, delta: i64, window_ms: u64) -> Result<Counter, String> {
+    incr_sliding(key, delta, window_ms).map(|s| Counter {
+        count: s.current,
+        reset_ms: s.reset_ms,
+    })
+}
+
+pub(crate) fn incr_sliding(
+    key: &str,
+    delta: i64,
+    window_ms: u64,
+) -> Result<crate::counters::Sliding, String> {
     with_host(|h| {
         if let Some(e) = &h.counters_error {
             return Err(e.clone());
         }
+        // Same arithmetic as the gateway's local store.
         let window = window_ms.max(1);
         let start = h.now_ms - h.now_ms % window;
-        let entry = h.counters.entry(key.to_owned()).or_insert((start, 0));
+        let entry = h.counters.entry(key.to_owned()).or_insert((start, 0, 0));
         if entry.0 != start {
-            *entry = (start, 0);
+            let previous = if entry.0 + window == start {
+                entry.1
+            } else {
+                0
+            };
+            *entry = (start, 0, previous);
         }
         entry.1 += delta;
-        Ok(Counter {
-            count: entry.1,
+        Ok(crate::counters::Sliding {
+            current: entry.1,
+            previous: entry.2,
+            elapsed_ms: h.now_ms - start,
             reset_ms: start + window - h.now_ms,
         })
     })

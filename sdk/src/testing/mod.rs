@@ -57,7 +57,8 @@ use crate::{Filter, Flow};
 /// What the SDK's types and service modules call on native targets.
 pub(crate) mod backend {
     pub(crate) use super::host::{
-        cache_get, cache_set, consumer_for_key, counter_add, histogram_observe, incr, log, now_ms,
+        cache_get, cache_set, consumer_for_key, counter_add, histogram_observe, incr, incr_sliding,
+        log, now_ms,
     };
     pub(crate) use super::message::{RequestHandle, ResponseHandle};
 }

@@ -368,3 +368,20 @@ fn exported_instance_answers_500_until_initialised() {
         Flow::Respond(not_initialised)
     );
 }
+
+#[test]
+fn sliding_counters_carry_the_previous_window() {
+    crate::testing::reset();
+    crate::testing::set_now_ms(1_000_000);
+    crate::counters::incr_sliding("k", 4, 1_000).expect("counter");
+    crate::testing::advance_ms(1_250);
+    let s = crate::counters::incr_sliding("k", 1, 1_000).expect("counter");
+    assert_eq!(
+        (s.current, s.previous, s.elapsed_ms, s.reset_ms),
+        (1, 4, 250, 750)
+    );
+    crate::testing::advance_ms(1_000);
+    let s = crate::counters::incr_sliding("k", 2, 1_000).expect("counter");
+    assert_eq!((s.current, s.previous), (2, 1));
+    assert!((s.estimate(1_000) - (1.0 * 0.75 + 2.0)).abs() < 1e-9);
+}
