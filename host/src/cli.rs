@@ -145,19 +145,37 @@ pub fn main() -> ExitCode {
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {
-    match config::load_file(file, &Overrides::default()) {
-        Ok(_) => {
-            println!("{}: valid", file.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            for issue in e.issues() {
-                eprintln!("{issue}");
+    let issues = match config::load_file(file, &Overrides::default()) {
+        // The document is sound: build it as `serve` would, so plugins load and every filter's
+        // `init` judges its own config.
+        Ok(cfg) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(async {
+                let metrics = crate::metrics::Metrics::new();
+                let services = crate::plugin::host::Services::new(metrics.clone());
+                crate::snapshot::Snapshot::build(cfg, None, &metrics, &services)
+                    .await
+                    .err()
+                    .unwrap_or_default()
+            }),
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
             }
-            eprintln!("{}: {} error(s)", file.display(), e.issues().len());
-            ExitCode::FAILURE
-        }
+        },
+        Err(e) => e.issues(),
+    };
+    if issues.is_empty() {
+        println!("{}: valid", file.display());
+        return ExitCode::SUCCESS;
     }
+    for issue in &issues {
+        eprintln!("{issue}");
+    }
+    eprintln!("{}: {} error(s)", file.display(), issues.len());
+    ExitCode::FAILURE
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

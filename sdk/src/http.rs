@@ -94,6 +94,19 @@ impl<'a> Request<'a> {
     pub fn set_consumer(&mut self, name: &str) {
         self.handle.set_consumer(name);
     }
+
+    /// A value this filter stored on this request with [`set_context`](Self::set_context).
+    /// Use it to carry data from `on_request` to `on_response`: the two may run on different
+    /// instances, so a field of the filter cannot carry it.
+    pub fn context(&self, key: &str) -> Option<String> {
+        self.handle.context(key)
+    }
+
+    /// Store a value for a later hook of this filter on this request (private to the plugin;
+    /// at most 64 entries of 4 KiB).
+    pub fn set_context(&mut self, key: &str, value: &str) {
+        self.handle.set_context(key, value);
+    }
 }
 
 impl fmt::Debug for Request<'_> {

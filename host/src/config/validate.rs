@@ -9,6 +9,9 @@ use http::uri::{Authority, Scheme};
 
 use super::model::{Balance, GatewayConfig, MatchConfig, RouteConfig, UpstreamConfig};
 
+/// Built-in plugins that authenticate: they never fail open.
+pub const AUTH_PLUGINS: [&str; 2] = ["key-auth", "jwt-auth"];
+
 /// One problem in a configuration document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -452,6 +455,14 @@ fn check_route(
                     f.plugin,
                     crate::builtin::names().join(", ")
                 ),
+            );
+        }
+        if AUTH_PLUGINS.contains(&f.plugin.as_str())
+            && f.on_error == crate::config::OnErrorConfig::Open
+        {
+            issues.add(
+                format!("{fpath}.on_error"),
+                "authentication filters always fail closed; remove `on_error: open`",
             );
         }
         if f.timeout.0.is_zero() || f.timeout.0 > std::time::Duration::from_secs(10) {

@@ -46,6 +46,8 @@ pub struct RequestState {
     pub request_id: HeaderValue,
     /// Authenticated consumer.
     pub consumer: Option<String>,
+    /// Values filters keep between their hooks on this request, keyed by plugin and key.
+    pub context: Vec<(String, String)>,
 }
 
 /// The response as filters see it.
@@ -245,6 +247,38 @@ impl ferrox::filter::types::HostRequest for HostState {
     fn set_consumer(&mut self, r: Resource<RequestState>, name: String) -> wasmtime::Result<()> {
         self.note("request.set-consumer");
         get_mut(&mut self.table, &r)?.consumer = Some(name);
+        Ok(())
+    }
+    fn context(
+        &mut self,
+        r: Resource<RequestState>,
+        key: String,
+    ) -> wasmtime::Result<Option<String>> {
+        self.note("request.context");
+        let key = self.namespaced(&key);
+        Ok(get(&self.table, &r)?
+            .context
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone()))
+    }
+    fn set_context(
+        &mut self,
+        r: Resource<RequestState>,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<()> {
+        self.note("request.set-context");
+        let key = self.namespaced(&key);
+        let context = &mut get_mut(&mut self.table, &r)?.context;
+        if value.len() > 4096 {
+            return Ok(());
+        }
+        if let Some(entry) = context.iter_mut().find(|(k, _)| *k == key) {
+            entry.1 = value;
+        } else if context.len() < 64 {
+            context.push((key, value));
+        }
         Ok(())
     }
     fn drop(&mut self, _r: Resource<RequestState>) -> wasmtime::Result<()> {

@@ -204,6 +204,7 @@ async fn serve(
         route: route.name.clone(),
         request_id: rid.clone(),
         consumer: None,
+        context: Vec::new(),
     });
     let (outcome, ran) = route
         .pipeline
@@ -219,6 +220,7 @@ async fn serve(
                 query,
                 mut headers,
                 consumer,
+                context,
                 ..
             }) = state.take()
             else {
@@ -240,6 +242,7 @@ async fn serve(
                 route: route.name.clone(),
                 request_id: rid.clone(),
                 consumer,
+                context,
             });
             let target = Forward {
                 method,

@@ -35,6 +35,7 @@ struct RequestParts {
     route: String,
     request_id: String,
     consumer: Option<String>,
+    context: Vec<(String, String)>,
 }
 
 impl TestRequest {
@@ -55,6 +56,7 @@ impl TestRequest {
                 route: "test-route".to_owned(),
                 request_id: "test-request-id".to_owned(),
                 consumer: None,
+                context: Vec::new(),
             }),
         }
     }
@@ -244,6 +246,26 @@ impl RequestHandle<'_> {
     }
     pub(crate) fn set_consumer(&self, name: &str) {
         self.0.borrow_mut().consumer = Some(name.to_owned());
+    }
+    pub(crate) fn context(&self, key: &str) -> Option<String> {
+        let parts = self.0.borrow();
+        parts
+            .context
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+    pub(crate) fn set_context(&self, key: &str, value: &str) {
+        // Same limits as the gateway.
+        if value.len() > 4096 {
+            return;
+        }
+        let mut parts = self.0.borrow_mut();
+        if let Some(entry) = parts.context.iter_mut().find(|(k, _)| k == key) {
+            entry.1 = value.to_owned();
+        } else if parts.context.len() < 64 {
+            parts.context.push((key.to_owned(), value.to_owned()));
+        }
     }
 }
 

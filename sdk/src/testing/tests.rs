@@ -385,3 +385,28 @@ fn sliding_counters_carry_the_previous_window() {
     assert_eq!((s.current, s.previous), (2, 1));
     assert!((s.estimate(1_000) - (1.0 * 0.75 + 2.0)).abs() < 1e-9);
 }
+
+#[test]
+fn context_carries_values_from_request_to_response() {
+    struct Carry;
+    impl crate::Filter for Carry {
+        fn init(_: &str) -> Result<Self, String> {
+            Ok(Carry)
+        }
+        fn on_request(&self, req: &mut crate::Request<'_>) -> crate::Flow {
+            req.set_context("seen", "yes");
+            crate::Flow::Continue
+        }
+        fn on_response(&self, req: &crate::Request<'_>, resp: &mut crate::Response<'_>) {
+            let seen = req.context("seen").unwrap_or_default();
+            let _ = resp.set_header("x-seen", &seen);
+        }
+    }
+    let f = Carry;
+    let done = crate::testing::run_exchange(
+        &f,
+        &crate::testing::TestRequest::get("/"),
+        crate::testing::TestResponse::new(200),
+    );
+    assert_eq!(done.response().header("x-seen").as_deref(), Some("yes"));
+}
