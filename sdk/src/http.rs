@@ -140,6 +140,11 @@ impl<'a> Response<'a> {
         self.handle.header(name)
     }
 
+    /// Every value of header `name`, in order (e.g. each `set-cookie`).
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.handle.header_all(name)
+    }
+
     /// Set header `name`, replacing all its values.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), String> {
         self.handle.set_header(name, value)

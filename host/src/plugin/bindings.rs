@@ -98,6 +98,14 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+fn header_texts(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
 fn set(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), String> {
     let (n, v) = parse_header(name, value)?;
     if headers.len() >= MAX_FILTER_HEADERS && !headers.contains_key(&n) {
@@ -184,12 +192,7 @@ impl ferrox::filter::types::HostRequest for HostState {
         name: String,
     ) -> wasmtime::Result<Vec<String>> {
         self.note("request.header-all");
-        Ok(get(&self.table, &r)?
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(str::to_owned))
-            .collect())
+        Ok(header_texts(&get(&self.table, &r)?.headers, &name))
     }
     fn set_header(
         &mut self,
@@ -299,6 +302,14 @@ impl ferrox::filter::types::HostResponse for HostState {
     ) -> wasmtime::Result<Option<String>> {
         self.note("response.header");
         Ok(header_text(&get(&self.table, &r)?.headers, &name))
+    }
+    fn header_all(
+        &mut self,
+        r: Resource<ResponseState>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        self.note("response.header-all");
+        Ok(header_texts(&get(&self.table, &r)?.headers, &name))
     }
     fn set_header(
         &mut self,

@@ -279,6 +279,9 @@ impl ResponseHandle<'_> {
     pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.0.borrow().headers.get(name)
     }
+    pub(crate) fn header_all(&self, name: &str) -> Vec<String> {
+        self.0.borrow().headers.get_all(name)
+    }
     pub(crate) fn set_header(&self, name: &str, value: &str) -> Result<(), String> {
         self.0.borrow_mut().headers.set(name, value, Edit::Replace)
     }
