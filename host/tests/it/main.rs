@@ -3,6 +3,9 @@
 mod support;
 
 mod balance;
+mod builtin_key_auth;
+mod builtin_rate_limit;
+mod builtin_transform;
 mod cli;
 mod filters;
 mod lifecycle;
