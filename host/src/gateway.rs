@@ -10,6 +10,7 @@ use crate::config::{ConfigIssue, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::plugin::host::Services;
 use crate::snapshot::Snapshot;
+use crate::state::StateStore;
 
 /// Shared state of one gateway instance.
 #[derive(Debug)]
@@ -27,7 +28,8 @@ impl Gateway {
     /// Build the first snapshot from a validated config.
     pub async fn new(config: GatewayConfig) -> Result<Arc<Self>, Vec<ConfigIssue>> {
         let metrics = Metrics::new();
-        let services = Services::new(metrics.clone());
+        let state = state_store(&config)?;
+        let services = Services::with_state(metrics.clone(), state);
         let snapshot = Snapshot::build(config, None, &metrics, &services).await?;
         services.credentials.store(snapshot.credentials.clone());
         Ok(Arc::new(Self {
@@ -49,14 +51,33 @@ impl Gateway {
         let issues = crate::config::validate(&config);
         let result = if issues.is_empty() {
             let previous = self.snapshot();
-            match Snapshot::build(config, Some(&previous), &self.metrics, &self.services).await {
-                Ok(s) => {
-                    let credentials = s.credentials.clone();
-                    self.snapshot.store(Arc::new(s));
-                    self.services.credentials.store(credentials);
-                    Ok(())
-                }
+            // A changed `state` or `state_options` gets a new store (counters start afresh).
+            let state_changed = previous.config.state != config.state
+                || previous.config.state_options != config.state_options;
+            let new_state = if state_changed {
+                state_store(&config).map(Some)
+            } else {
+                Ok(None)
+            };
+            match new_state {
                 Err(issues) => Err(issues),
+                Ok(new_state) => {
+                    match Snapshot::build(config, Some(&previous), &self.metrics, &self.services)
+                        .await
+                    {
+                        Ok(s) => {
+                            let credentials = s.credentials.clone();
+                            self.snapshot.store(Arc::new(s));
+                            self.services.credentials.store(credentials);
+                            if let Some(state) = new_state {
+                                tracing::info!(state = %state.describe(), "state store replaced");
+                                self.services.state.store(Arc::new(state));
+                            }
+                            Ok(())
+                        }
+                        Err(issues) => Err(issues),
+                    }
+                }
             }
         } else {
             Err(issues)
@@ -76,4 +97,14 @@ impl Gateway {
             .with_label_values(&["failure"])
             .inc();
     }
+}
+
+/// The state store `config` names (Redis connects in the background).
+fn state_store(config: &GatewayConfig) -> Result<StateStore, Vec<ConfigIssue>> {
+    StateStore::from_config(&config.state, &config.state_options).map_err(|message| {
+        vec![ConfigIssue {
+            path: "state".into(),
+            message,
+        }]
+    })
 }

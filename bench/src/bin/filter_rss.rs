@@ -55,8 +55,12 @@ fn rss_kib() -> u64 {
 }
 
 fn show(step: &str, kib: u64) {
+    show_field(step, "VmRSS", kib);
+}
+
+fn show_field(step: &str, field: &str, kib: u64) {
     println!(
-        "{step:<44} VmRSS {kib:>7} KiB = {:>6.1} MB",
+        "{step:<44} {field} {kib:>7} KiB = {:>6.1} MB",
         kib as f64 * 1024.0 / 1e6
     );
 }
@@ -116,11 +120,11 @@ fn main() {
         after,
     );
 
-    rt.block_on(tokio::time::sleep(Duration::from_secs(2)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
     let idle = rss_kib();
     show("after 2 s idle, no traffic", idle);
     if let Some(hwm) = proc_status_kib("VmHWM") {
-        show("peak (VmHWM)", hwm);
+        show_field("peak", "VmHWM", hwm);
     }
     println!(
         "pools cost {:.1} KiB each ({} KiB over the loaded plugin); total {:.1} MB, target ≤ {TARGET_MB} MB: {}",

@@ -54,9 +54,8 @@ impl ConfigError {
 /// Parse a YAML document into a [`GatewayConfig`]; the error names the field path.
 pub fn parse_yaml(text: &str) -> Result<GatewayConfig, ConfigError> {
     // An empty document means "all defaults".
-    if text.trim().is_empty() {
-        return Ok(GatewayConfig::default());
-    }
+    // An empty document means "all defaults" (the serde defaults, not `Default`'s zero values).
+    let text = if text.trim().is_empty() { "{}" } else { text };
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -159,6 +158,13 @@ mod tests {
         )
         .expect_err("bad duration");
         assert_eq!(err.issues()[0].path, "upstreams[0].timeouts.connect");
+    }
+
+    #[test]
+    fn an_empty_document_is_all_defaults() {
+        let cfg = load_str("", &Overrides::default()).expect("valid");
+        assert_eq!(cfg.listen, "127.0.0.1:8080");
+        assert_eq!(cfg.state, "local");
     }
 
     #[test]

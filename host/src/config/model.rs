@@ -26,9 +26,15 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub admin: AdminConfig,
     /// Where shared state (counters, cache) lives: `local` (in-process, the default) or a
-    /// `redis://` URL.
+    /// Redis URL, `redis://[user:password@]host[:port][/db]` or
+    /// `redis+unix:///path/to/redis.sock[?db=N]` (no TLS: `rediss://` is refused). With Redis,
+    /// every instance using the same Redis and `state_options.key_prefix` shares counters and
+    /// cache.
     #[serde(default = "default_state")]
     pub state: String,
+    /// How the gateway uses a Redis state store (ignored with `state: local`).
+    #[serde(default)]
+    pub state_options: StateOptionsConfig,
     /// Limits and timeouts of the downstream (client-facing) HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -51,6 +57,30 @@ fn default_listen() -> String {
 }
 fn default_state() -> String {
     "local".into()
+}
+
+/// Options of a Redis state store.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateOptionsConfig {
+    /// Limit of each Redis operation (a counter update, a cache read or write). Past it the
+    /// operation fails and the filter applies its store-failure policy (the rate limiter's
+    /// `fail_open` / `fail_closed`), so a dead Redis costs at most this per call. 1ms to 10s;
+    /// default 50ms.
+    pub timeout: Dur,
+    /// Prepended to every key the gateway writes to Redis. Instances that share counters and
+    /// cache use the same prefix; different prefixes keep gateways (or other users of the same
+    /// Redis database) apart. At most 128 bytes; default `ferrox:`.
+    pub key_prefix: String,
+}
+
+impl Default for StateOptionsConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Dur::millis(50),
+            key_prefix: "ferrox:".into(),
+        }
+    }
 }
 
 /// Certificate and key (PEM files) for a TLS listener.

@@ -119,19 +119,20 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     if cfg.admin.token.as_deref() == Some("") {
         issues.add("admin.token", "must not be empty");
     }
-    if cfg.state.starts_with("redis://") || cfg.state.starts_with("rediss://") {
+    if let Err(message) = crate::state::check_state(&cfg.state) {
+        issues.add("state", message);
+    }
+    let so = &cfg.state_options;
+    if so.timeout.0 < std::time::Duration::from_millis(1)
+        || so.timeout.0 > std::time::Duration::from_secs(10)
+    {
         issues.add(
-            "state",
-            "the Redis state store is not in this build yet; use `local` (in-process counters and cache)",
+            "state_options.timeout",
+            format!("must be between 1ms and 10s (got {})", so.timeout),
         );
-    } else if cfg.state != "local" {
-        issues.add(
-            "state",
-            format!(
-                "{:?} is not a state store; use `local` or a redis:// URL",
-                cfg.state
-            ),
-        );
+    }
+    if so.key_prefix.len() > 128 {
+        issues.add("state_options.key_prefix", "must be at most 128 bytes");
     }
     let s = &cfg.server;
     if s.max_headers == 0 || s.max_headers > 1000 {
@@ -543,5 +544,57 @@ routes:
             "{got:?}"
         );
         assert!(issues_of("admin: { listen: 0.0.0.0:9080, token: t }\n").is_empty());
+    }
+
+    #[test]
+    fn state_is_local_or_a_redis_url() {
+        for ok in [
+            "state: local\n",
+            "state: redis://127.0.0.1:6379\n",
+            "state: redis://:secret@redis.internal:6380/2\n",
+            "state: redis+unix:///run/redis.sock\n",
+            "state: redis://127.0.0.1\nstate_options: { timeout: 20ms, key_prefix: \"gw1:\" }\n",
+        ] {
+            assert!(issues_of(ok).is_empty(), "{ok}: {:?}", issues_of(ok));
+        }
+        for (yaml, expected) in [
+            (
+                "state: memcached\n",
+                "state: \"memcached\" is not a state store",
+            ),
+            (
+                "state: rediss://h:6379\n",
+                "state: TLS to Redis (rediss://) is not supported",
+            ),
+            ("state: http://h:6379\n", "state: not a Redis URL"),
+            (
+                "state: redis://:pw@h:6379/x\n",
+                "state: invalid Redis URL: Invalid database number",
+            ),
+            (
+                "state: redis://h\nstate_options: { timeout: 0ms }\n",
+                "state_options.timeout: must be between 1ms and 10s",
+            ),
+            (
+                "state: redis://h\nstate_options: { timeout: 1m }\n",
+                "state_options.timeout: must be between 1ms and 10s",
+            ),
+        ] {
+            let got = issues_of(yaml);
+            assert!(
+                got.len() == 1 && got[0].starts_with(expected),
+                "{yaml}: {got:?}"
+            );
+            assert!(!got[0].contains("pw"), "the password is not repeated");
+        }
+        let long = format!("state_options: {{ key_prefix: {:?} }}\n", "k".repeat(129));
+        assert_eq!(
+            issues_of(&long),
+            ["state_options.key_prefix: must be at most 128 bytes"]
+        );
+        assert!(
+            parse_yaml("state_options: { ttl: 5s }\n").is_err(),
+            "unknown fields are refused"
+        );
     }
 }

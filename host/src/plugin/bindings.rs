@@ -386,14 +386,14 @@ impl ferrox::filter::counters::Host for HostState {
     ) -> wasmtime::Result<Result<ferrox::filter::counters::Counter, String>> {
         self.note("counters");
         let key = self.namespaced(&key);
-        let v = self
-            .services
-            .state
-            .incr(&key, delta, window_ms, crate::state::now_ms());
-        Ok(Ok(ferrox::filter::counters::Counter {
-            count: v.count,
-            reset_ms: v.reset_ms,
-        }))
+        let store = self.services.state.load_full();
+        Ok(store
+            .incr(&key, delta, window_ms, self.store_deadline)
+            .await
+            .map(|v| ferrox::filter::counters::Counter {
+                count: v.count,
+                reset_ms: v.reset_ms,
+            }))
     }
 
     async fn incr_sliding(
@@ -404,16 +404,16 @@ impl ferrox::filter::counters::Host for HostState {
     ) -> wasmtime::Result<Result<ferrox::filter::counters::Sliding, String>> {
         self.note("counters");
         let key = self.namespaced(&key);
-        let v = self
-            .services
-            .state
-            .incr_sliding(&key, delta, window_ms, crate::state::now_ms());
-        Ok(Ok(ferrox::filter::counters::Sliding {
-            current: v.current,
-            previous: v.previous,
-            elapsed_ms: v.elapsed_ms,
-            reset_ms: v.reset_ms,
-        }))
+        let store = self.services.state.load_full();
+        Ok(store
+            .incr_sliding(&key, delta, window_ms, self.store_deadline)
+            .await
+            .map(|v| ferrox::filter::counters::Sliding {
+                current: v.current,
+                previous: v.previous,
+                elapsed_ms: v.elapsed_ms,
+                reset_ms: v.reset_ms,
+            }))
     }
 }
 
@@ -421,7 +421,8 @@ impl ferrox::filter::cache::Host for HostState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
         self.note("cache");
         let key = self.namespaced(&key);
-        Ok(Ok(self.services.state.get(&key, crate::state::now_ms())))
+        let store = self.services.state.load_full();
+        Ok(store.get(&key, self.store_deadline).await)
     }
     async fn set(
         &mut self,
@@ -434,10 +435,8 @@ impl ferrox::filter::cache::Host for HostState {
             return Ok(Err("cache values are limited to 8 MiB".into()));
         }
         let key = self.namespaced(&key);
-        self.services
-            .state
-            .set(&key, value, ttl_ms, crate::state::now_ms());
-        Ok(Ok(()))
+        let store = self.services.state.load_full();
+        Ok(store.set(&key, value, ttl_ms, self.store_deadline).await)
     }
 }
 

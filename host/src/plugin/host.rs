@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -10,13 +11,14 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::metrics::Metrics;
-use crate::state::LocalState;
+use crate::state::StateStore;
 
 /// Services shared by every filter instance of a gateway.
 #[derive(Debug)]
 pub struct Services {
-    /// Counters and cache.
-    pub state: LocalState,
+    /// Counters and cache: in-process or Redis, as `state` says; replaced when a new config
+    /// names another store.
+    pub state: ArcSwap<StateStore>,
     /// API key → consumer index, swapped with each config.
     pub credentials: ArcSwap<Credentials>,
     /// Metrics registry (plugin metrics live there too).
@@ -24,10 +26,15 @@ pub struct Services {
 }
 
 impl Services {
-    /// Services with no credentials yet.
+    /// Services with in-process state and no credentials yet.
     pub fn new(metrics: Metrics) -> Arc<Self> {
+        Self::with_state(metrics, StateStore::default())
+    }
+
+    /// Services using `state`, with no credentials yet.
+    pub fn with_state(metrics: Metrics, state: StateStore) -> Arc<Self> {
         Arc::new(Self {
-            state: LocalState::default(),
+            state: ArcSwap::from_pointee(state),
             credentials: ArcSwap::from_pointee(Credentials::default()),
             metrics,
         })
@@ -93,6 +100,10 @@ pub struct HostState {
     pub(crate) route: Arc<str>,
     /// Host services called during the current call (for the request explain view).
     pub(crate) calls: Vec<&'static str>,
+    /// When the state store must have answered during the current call, so that a slow store
+    /// fails the host call (and the filter applies its own policy) before the filter's
+    /// deadline fails the filter.
+    pub(crate) store_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -128,7 +139,15 @@ impl HostState {
             plugin,
             route,
             calls: Vec::new(),
+            store_deadline: None,
         }
+    }
+
+    /// Start a filter call limited to `timeout`: state store calls get that time less a
+    /// margin for the filter to finish (1ms + 20%).
+    pub(crate) fn start_call(&mut self, timeout: Duration) {
+        let margin = Duration::from_millis(1) + timeout / 5;
+        self.store_deadline = Some(Instant::now() + timeout.saturating_sub(margin));
     }
 
     /// Record a host call (deduplicated, for the explain view).

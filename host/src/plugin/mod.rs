@@ -358,6 +358,7 @@ impl FilterPool {
             }
         };
         warm.store.set_epoch_deadline(ticks(self.settings.timeout));
+        warm.store.data_mut().start_call(self.settings.timeout);
         let borrow = Resource::<RequestState>::new_borrow(handle.rep());
         let result = warm.filter.call_on_request(&mut warm.store, borrow).await;
         let returned = warm.store.data_mut().table.delete(handle);
@@ -410,6 +411,7 @@ impl FilterPool {
             };
         };
         warm.store.set_epoch_deadline(ticks(self.settings.timeout));
+        warm.store.data_mut().start_call(self.settings.timeout);
         let result = warm
             .filter
             .call_on_response(

@@ -107,6 +107,9 @@ pub async fn handle(
         duration_us = elapsed.as_micros() as u64,
         upstream_us = trace.upstream_time.map(|d| d.as_micros() as u64),
         ferrox_error = resp.headers().get(crate::error::FERROX_ERROR).and_then(|v| v.to_str().ok()),
+        filters = (access_log && !trace.filters.is_empty())
+            .then(|| describe_filters(&trace.filters))
+            .as_deref(),
     );
     Ok(resp)
 }
@@ -466,6 +469,26 @@ async fn forward(
             .inc();
         last_error = Some(error);
     }
+}
+
+/// `plugin/phase: decision (µs) [host calls]; …` for the access log.
+fn describe_filters(records: &[FilterRecord]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        let _ = write!(
+            out,
+            "{}/{}: {} ({}µs)",
+            r.plugin, r.phase, r.decision, r.micros
+        );
+        if !r.calls.is_empty() {
+            let _ = write!(out, " [{}]", r.calls.join(","));
+        }
+    }
+    out
 }
 
 fn bad_uri(_e: &http::Error) -> &'static str {

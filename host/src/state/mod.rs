@@ -1,9 +1,134 @@
-//! Shared state for filters: windowed counters and a TTL cache, in-process. Keys arrive already
-//! namespaced by plugin and route (see `crate::plugin`), so filters cannot read each other's.
+//! Shared state for filters: windowed counters and a TTL cache, in-process ([`LocalState`]) or in
+//! Redis ([`RedisState`], shared by every instance using the same Redis and key prefix). Keys
+//! arrive already namespaced by plugin and route (see `crate::plugin`), so filters cannot read
+//! each other's.
+
+mod redis_state;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use redis_state::{
+    COUNTER_SCRIPT, MAX_TTL_MS, MAX_WINDOW_MS, RETRY_MS, RedisOptions, RedisState, cache_key,
+    counter_key, display_target, parse_url,
+};
+
+use crate::config::StateOptionsConfig;
+
+/// Where counters and cache live, as configured by `state`.
+#[derive(Debug)]
+pub enum StateStore {
+    /// In this process.
+    Local(LocalState),
+    /// In Redis.
+    Redis(RedisState),
+}
+
+/// What a `state` value names, checked without connecting.
+pub fn check_state(state: &str) -> Result<(), String> {
+    if state == "local" {
+        return Ok(());
+    }
+    if state.contains("://") {
+        return parse_url(state).map(drop);
+    }
+    Err(format!(
+        "{state:?} is not a state store; use `local` or a redis:// URL"
+    ))
+}
+
+impl Default for StateStore {
+    fn default() -> Self {
+        Self::Local(LocalState::default())
+    }
+}
+
+impl StateStore {
+    /// The store `state` names (`local` or a Redis URL) with `options`. A Redis store connects
+    /// in the background (it is usable, failing, while Redis is down); call within a Tokio
+    /// runtime.
+    pub fn from_config(state: &str, options: &StateOptionsConfig) -> Result<Self, String> {
+        check_state(state)?;
+        if state == "local" {
+            return Ok(Self::default());
+        }
+        RedisState::new(
+            state,
+            RedisOptions {
+                timeout: options.timeout.0.max(Duration::from_millis(1)),
+                key_prefix: options.key_prefix.clone(),
+            },
+        )
+        .map(Self::Redis)
+    }
+
+    /// `local`, or the Redis URL without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(_) => "local".into(),
+            Self::Redis(r) => r.target().to_owned(),
+        }
+    }
+
+    /// Add `delta` to `key` in the fixed window of `window_ms` containing now. A remote store
+    /// gives up at `deadline` when it comes before the store's own timeout.
+    pub async fn incr(
+        &self,
+        key: &str,
+        delta: i64,
+        window_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<CounterValue, String> {
+        match self {
+            Self::Local(l) => Ok(l.incr(key, delta, window_ms, now_ms())),
+            Self::Redis(r) => r.incr(key, delta, window_ms, deadline).await,
+        }
+    }
+
+    /// [`Self::incr`], also returning the previous window's count.
+    pub async fn incr_sliding(
+        &self,
+        key: &str,
+        delta: i64,
+        window_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<SlidingValue, String> {
+        match self {
+            Self::Local(l) => Ok(l.incr_sliding(key, delta, window_ms, now_ms())),
+            Self::Redis(r) => r.incr_sliding(key, delta, window_ms, deadline).await,
+        }
+    }
+
+    /// The cached value for `key`, if any.
+    pub async fn get(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Self::Local(l) => Ok(l.get(key, now_ms())),
+            Self::Redis(r) => r.get(key, deadline).await,
+        }
+    }
+
+    /// Store `value` under `key` for `ttl_ms`.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        match self {
+            Self::Local(l) => {
+                l.set(key, value, ttl_ms, now_ms());
+                Ok(())
+            }
+            Self::Redis(r) => r.set(key, value, ttl_ms, deadline).await,
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

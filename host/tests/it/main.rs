@@ -10,5 +10,6 @@ mod cli;
 mod filters;
 mod lifecycle;
 mod proxy;
+mod redis_state;
 mod security;
 mod streaming;
