@@ -138,7 +138,18 @@ pub fn response() -> ResponseState {
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`, …); `None` where unavailable.
 pub fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_kib("/proc/self/status", field)
+}
+
+/// A field of `/proc/self/smaps_rollup` in KiB (`Pss`, `Pss_Anon`, …); `None` where
+/// unavailable. Unlike `VmRSS`, `Pss` counts a page mapped N times (such as a filter's
+/// copy-on-write memory image, mapped once per instance) as 1/N per mapping.
+pub fn proc_smaps_kib(field: &str) -> Option<u64> {
+    proc_kib("/proc/self/smaps_rollup", field)
+}
+
+fn proc_kib(file: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(file).ok()?;
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         rest.trim().strip_suffix("kB")?.trim().parse().ok()
@@ -178,5 +189,6 @@ mod tests {
     fn reads_own_status() {
         assert!(proc_status_kib("VmRSS").is_some_and(|kib| kib > 0));
         assert_eq!(proc_status_kib("NoSuchField"), None);
+        assert!(proc_smaps_kib("Pss").is_some_and(|kib| kib > 0));
     }
 }

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use ferrox_bench::{bench_guest, proc_status_kib};
+use ferrox_bench::{bench_guest, proc_smaps_kib, proc_status_kib};
 use ferrox_host::config::{Overrides, load_str};
 use ferrox_host::gateway::Gateway;
 use ferrox_host::plugin::{Plugin, PluginEngine};
@@ -125,6 +125,11 @@ fn main() {
     show("after 2 s idle, no traffic", idle);
     if let Some(hwm) = proc_status_kib("VmHWM") {
         show_field("peak", "VmHWM", hwm);
+    }
+    // VmRSS counts a shared page once per mapping: each instance maps the guest's memory image
+    // (copy-on-write), so the pages it only reads are counted once per instance. Pss splits them.
+    if let Some(pss) = proc_smaps_kib("Pss") {
+        show_field("same, shared pages counted once", "Pss  ", pss);
     }
     println!(
         "pools cost {:.1} KiB each ({} KiB over the loaded plugin); total {:.1} MB, target ≤ {TARGET_MB} MB: {}",
