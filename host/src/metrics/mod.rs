@@ -51,6 +51,8 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     /// `ferrox_websocket_tunnels_total`: upgraded connections tunnelled.
     pub websocket_tunnels: IntCounter,
+    /// `ferrox_rate_limited_total{route}`: requests a filter answered with 429.
+    pub rate_limited: IntCounterVec,
     /// `ferrox_filter_duration_seconds{plugin,phase}`: time in one filter call.
     pub filter_duration: HistogramVec,
     /// `ferrox_filter_failures_total{plugin,kind}`: timeout, memory, trap, config, tripped.
@@ -185,6 +187,12 @@ impl Metrics {
                     .expect("metric registered once");
                 h
             },
+            rate_limited: counter_vec(
+                &r,
+                "ferrox_rate_limited_total",
+                "Requests refused with 429 by a filter (rate limiting), by route.",
+                &["route"],
+            ),
             filter_failures: counter_vec(
                 &r,
                 "ferrox_filter_failures_total",

@@ -215,7 +215,15 @@ async fn serve(
         .await;
     let response = match outcome {
         RequestOutcome::Failed => return Err(GatewayError::Filter),
-        RequestOutcome::Respond(reply) => reply_response(reply)?,
+        RequestOutcome::Respond(reply) => {
+            if reply.status == 429 {
+                gw.metrics
+                    .rate_limited
+                    .with_label_values(&[&*route.name])
+                    .inc();
+            }
+            reply_response(reply)?
+        }
         RequestOutcome::Forward => {
             let Some(RequestState {
                 method,

@@ -128,6 +128,11 @@ async fn the_fourth_request_in_a_window_is_refused_with_retry_after_and_ratelimi
         Some(2.0),
         "{m}"
     );
+    assert_eq!(
+        metric_value(&m, "ferrox_rate_limited_total{route=\"r\"}"),
+        Some(2.0),
+        "the host counts 429s per route"
+    );
 }
 
 #[tokio::test]
