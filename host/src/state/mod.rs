@@ -196,7 +196,10 @@ impl LocalState {
             // Entries older than two windows carry nothing a caller can still see.
             map.retain(|_, (s, _, _)| *s + 2 * window > now_ms);
         }
-        let entry = map.entry(key.to_owned()).or_insert((start, 0, 0));
+        // Windows of different lengths are different counters, even when they start together.
+        let entry = map
+            .entry(format!("{key}\u{1f}{window}"))
+            .or_insert((start, 0, 0));
         if entry.0 != start {
             let previous = if entry.0 + window == start {
                 entry.1
@@ -268,6 +271,15 @@ mod tests {
         );
         // A skipped window means nothing carries over.
         assert_eq!(s.incr_sliding("k", 1, 1000, 13_000).previous, 0);
+    }
+
+    #[test]
+    fn windows_of_different_lengths_are_different_counters() {
+        let s = LocalState::default();
+        // At 3_600_000 a one-minute and a one-hour window start together.
+        assert_eq!(s.incr("k", 3, 3_600_000, 3_600_000).count, 3);
+        assert_eq!(s.incr("k", 1, 60_000, 3_600_000).count, 1);
+        assert_eq!(s.incr("k", 1, 3_600_000, 3_600_001).count, 4);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   windows after the window started (`PEXPIREAT`); for a sliding window it also reads the
 //!   previous window's key. Taking the time from Redis means every instance agrees on the
 //!   window even when their clocks disagree.
-//! - **Keys**: `<prefix>c:<key>:<window start ms>` for counters, `<prefix>v:<key>` for cache
+//! - **Keys**: `<prefix>c:<key>:<window ms>:<window start ms>` for counters, `<prefix>v:<key>` for cache
 //!   entries (`SET … PX <ttl>`), where `<key>` is the filter's key as namespaced by the gateway.
 //! - **Failure is cheap**: every operation has a timeout (`state_options.timeout`, default
 //!   50 ms). After a connection error, or after failures lasting over a second, operations fail
@@ -32,7 +32,7 @@ use super::{CounterValue, SlidingValue};
 
 /// The counter update, run atomically by Redis.
 ///
-/// `KEYS[1]`: `<prefix>c:<key>` (the window start is appended here); `ARGV[1]`: the delta;
+/// `KEYS[1]`: `<prefix>c:<key>` (`:<window>:<window start>` is appended here); `ARGV[1]`: the delta;
 /// `ARGV[2]`: the window in ms; `ARGV[3]`: `1` to also read the previous window.
 /// Returns `{count, previous (0 unless asked), elapsed ms, ms until the window ends}`.
 /// Lua numbers are doubles: exact for millisecond timestamps and for windows up to
@@ -43,12 +43,13 @@ local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local start = now - (now % window)
-local key = KEYS[1] .. ':' .. string.format('%d', start)
+local base = KEYS[1] .. ':' .. string.format('%d', window) .. ':'
+local key = base .. string.format('%d', start)
 local count = redis.call('INCRBY', key, ARGV[1])
 redis.call('PEXPIREAT', key, start + 2 * window)
 local previous = 0
 if ARGV[3] == '1' then
-  previous = tonumber(redis.call('GET', KEYS[1] .. ':' .. string.format('%d', start - window)) or '0')
+  previous = tonumber(redis.call('GET', base .. string.format('%d', start - window)) or '0')
 end
 return {count, previous, now - start, start + window - now}
 ";
@@ -138,9 +139,13 @@ fn redis_answered(e: &redis::RedisError) -> bool {
     }
 }
 
-/// The key of a counter's window: `<prefix>c:<key>:<window start ms>`.
-pub fn counter_key(prefix: &str, key: &str, window_start_ms: u64) -> String {
-    format!("{}:{window_start_ms}", counter_base(prefix, key))
+/// The key of a counter's window: `<prefix>c:<key>:<window ms>:<window start ms>`. The window
+/// length is part of the name: windows of different lengths can start at the same instant.
+pub fn counter_key(prefix: &str, key: &str, window_ms: u64, window_start_ms: u64) -> String {
+    format!(
+        "{}:{window_ms}:{window_start_ms}",
+        counter_base(prefix, key)
+    )
 }
 
 /// What the script appends the window start to.
@@ -247,8 +252,8 @@ impl RedisState {
     }
 
     /// The key of `key`'s counter in the window starting at `window_start_ms`.
-    pub fn counter_key(&self, key: &str, window_start_ms: u64) -> String {
-        counter_key(&self.inner.prefix, key, window_start_ms)
+    pub fn counter_key(&self, key: &str, window_ms: u64, window_start_ms: u64) -> String {
+        counter_key(&self.inner.prefix, key, window_ms, window_start_ms)
     }
 
     /// The key of `key`'s cache entry.
@@ -496,22 +501,23 @@ mod tests {
             counter_key(
                 "ferrox:",
                 "rate-limit\u{1f}r\u{1f}ip:1.2.3.4",
+                60_000,
                 1_700_000_040_000
             ),
-            "ferrox:c:rate-limit\u{1f}r\u{1f}ip:1.2.3.4:1700000040000"
+            "ferrox:c:rate-limit\u{1f}r\u{1f}ip:1.2.3.4:60000:1700000040000"
         );
         assert_eq!(
-            counter_key("p:", "k", 0),
-            format!("{}:0", counter_base("p:", "k"))
+            counter_key("p:", "k", 1000, 0),
+            format!("{}:1000:0", counter_base("p:", "k"))
         );
         assert_eq!(
             cache_key("ferrox:", "a\u{1f}b\u{1f}k"),
             "ferrox:v:a\u{1f}b\u{1f}k"
         );
-        // The window start is always the last `:`-separated part and only digits, so a key
-        // containing `:` and digits cannot collide with another key's window.
-        let a = counter_key("p:", "x:5", 10);
-        let b = counter_key("p:", "x", 5);
+        // The window and its start are always the last two `:`-separated parts and only
+        // digits, so a key containing `:` and digits cannot collide with another key's window.
+        let a = counter_key("p:", "x:5", 10, 10);
+        let b = counter_key("p:", "x", 5, 10);
         assert_ne!(a, b);
     }
 

@@ -445,8 +445,8 @@ async fn a_counter_lives_in_the_key_of_its_window_on_redis_time() {
         v.elapsed_ms
     );
 
-    let key = format!("{p}c:k:{start}");
-    assert_eq!(s.counter_key("k", start), key);
+    let key = format!("{p}c:k:{window}:{start}");
+    assert_eq!(s.counter_key("k", window, start), key);
     let stored: i64 = conn.get(&key).await.expect("GET");
     assert_eq!(stored, 3);
     // The key expires two windows after its window started.
@@ -459,7 +459,7 @@ async fn a_counter_lives_in_the_key_of_its_window_on_redis_time() {
 
     // A sliding counter reads the previous window's key; a fixed one only counts.
     let _: () = conn
-        .set(format!("{p}c:k:{}", start - window), 7)
+        .set(format!("{p}c:k:{window}:{}", start - window), 7)
         .await
         .expect("SET");
     let v = s.incr_sliding("k", 1, window, None).await.expect("counter");
