@@ -356,3 +356,30 @@ async fn a_bad_config_is_refused_with_its_path() {
         );
     }
 }
+
+/// key-auth then rate-limit `by: consumer`: each authenticated consumer has its own budget, and
+/// the pipeline carries the consumer from one built-in to the next.
+#[tokio::test]
+async fn limits_by_consumer_after_key_auth() {
+    let up = echo_upstream().await;
+    let yaml = format!(
+        "upstreams:\n{}consumers:\n  - {{ name: alice, keys: [alice-key] }}\n  - {{ name: bob, keys: [bob-key] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    filters:\n      - {{ plugin: key-auth, timeout: 200ms }}\n      - plugin: rate-limit\n        timeout: 200ms\n        config: {{ limits: [{{ requests: 2, window: 60s }}], by: consumer }}\n",
+        upstream_yaml("u", &[up.addr], "")
+    );
+    let gw = gateway(&yaml).await;
+    room_in_window(60_000, 5_000).await;
+    let status = |key: &'static str| {
+        let url = gw.url("/x");
+        async move { get_with(&url, &[("apikey", key)]).await.status }
+    };
+    assert_eq!(status("alice-key").await, StatusCode::OK);
+    assert_eq!(status("alice-key").await, StatusCode::OK);
+    assert_eq!(status("alice-key").await, StatusCode::TOO_MANY_REQUESTS);
+    // Bob is a different consumer on the same client address: his own budget.
+    assert_eq!(status("bob-key").await, StatusCode::OK);
+    assert_eq!(status("bob-key").await, StatusCode::OK);
+    assert_eq!(status("bob-key").await, StatusCode::TOO_MANY_REQUESTS);
+    // Unauthenticated requests never reach the limiter's budget: 401 first.
+    assert_eq!(status("nobody").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(up.hits(), 4);
+}
