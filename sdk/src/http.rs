@@ -6,6 +6,24 @@ use std::fmt;
 
 use crate::backend::{RequestHandle, ResponseHandle};
 
+/// Headers a filter may not set or remove: framing and hop-by-hop headers are the gateway's
+/// business, and it refuses edits to them.
+pub const MANAGED_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
+/// Most header values a message may carry after filters added theirs; the gateway refuses
+/// adding a new header beyond it.
+pub const MAX_HEADERS: usize = 100;
+
 /// The request being handled. Valid only during the call it is passed to.
 ///
 /// Header names are case-insensitive. Methods that edit return `Err` with the gateway's reason

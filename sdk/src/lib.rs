@@ -154,7 +154,7 @@ use testing::backend;
 use wasm as backend;
 
 pub use flow::{Flow, Reply};
-pub use http::{Request, Response};
+pub use http::{MANAGED_HEADERS, MAX_HEADERS, Request, Response};
 /// The `serde_json` the SDK uses (for [`Reply::json`] and for parsing configurations).
 pub use serde_json;
 

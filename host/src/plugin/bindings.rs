@@ -59,7 +59,8 @@ pub struct ResponseState {
     pub headers: HeaderMap,
 }
 
-/// Headers a filter may not set: framing and hop-by-hop are the gateway's business.
+/// Headers a filter may not set: framing and hop-by-hop are the gateway's business. The SDK
+/// publishes the same list (`ferrox_sdk::MANAGED_HEADERS`) for its test harness and filters.
 fn settable(name: &HeaderName) -> Result<(), String> {
     const FORBIDDEN: [&str; 9] = [
         "connection",

@@ -5,19 +5,8 @@ use ferrox_sdk::serde_json::{Map, Value};
 
 use crate::template::{Template, Uses};
 
-/// Headers a filter may not edit: framing and hop-by-hop are the gateway's business (the
-/// gateway refuses them at run time; refusing them here reports the mistake at load).
-const MANAGED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
+// Headers a filter may not edit: refusing them here reports the mistake at load.
+use ferrox_sdk::MANAGED_HEADERS as MANAGED;
 
 const REQUEST_FIELDS: [&str; 7] = [
     "set_headers",

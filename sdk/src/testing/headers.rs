@@ -2,21 +2,7 @@
 //! they are visible ASCII, framing and hop-by-hop headers refused, a cap on how many a filter
 //! may add.
 
-/// Headers a filter may not set or remove: framing and hop-by-hop are the gateway's business.
-const MANAGED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
-
-/// Most header values one message may carry after filters.
-pub(crate) const MAX_HEADERS: usize = 200;
+use crate::{MANAGED_HEADERS as MANAGED, MAX_HEADERS};
 
 /// How an edit treats the values already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 //! - [`logs`], [`metric_counter`] and [`metric_histogram`] return what the filter recorded.
 //!
 //! The request and response follow the gateway's rules (header names case-insensitive, managed
-//! headers such as `content-length` or `host` refused, at most 200 header values, paths must
+//! headers such as `content-length` or `host` refused, at most 100 header values, paths must
 //! start with `/`), so a filter that works here behaves the same behind the gateway.
 //!
 //! The host is per thread: the standard test harness runs each test on its own thread, so each
