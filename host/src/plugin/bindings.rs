@@ -99,6 +99,15 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Remove every value of a header a filter may edit (others are silently left alone).
+fn remove(headers: &mut HeaderMap, name: &str) {
+    if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
+        && settable(&n).is_ok()
+    {
+        headers.remove(n);
+    }
+}
+
 fn header_texts(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)
@@ -225,11 +234,7 @@ impl ferrox::filter::types::HostRequest for HostState {
     }
     fn remove_header(&mut self, r: Resource<RequestState>, name: String) -> wasmtime::Result<()> {
         self.note("request.remove-header");
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
-            && settable(&n).is_ok()
-        {
-            get_mut(&mut self.table, &r)?.headers.remove(n);
-        }
+        remove(&mut get_mut(&mut self.table, &r)?.headers, &name);
         Ok(())
     }
     fn client_ip(&mut self, r: Resource<RequestState>) -> wasmtime::Result<String> {
@@ -342,11 +347,7 @@ impl ferrox::filter::types::HostResponse for HostState {
     }
     fn remove_header(&mut self, r: Resource<ResponseState>, name: String) -> wasmtime::Result<()> {
         self.note("response.remove-header");
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes())
-            && settable(&n).is_ok()
-        {
-            get_mut(&mut self.table, &r)?.headers.remove(n);
-        }
+        remove(&mut get_mut(&mut self.table, &r)?.headers, &name);
         Ok(())
     }
     fn drop(&mut self, _r: Resource<ResponseState>) -> wasmtime::Result<()> {
