@@ -220,6 +220,7 @@ def check_grafana() -> None:
                     walk(v)
 
         walk(dash.get("panels", []))
+        walk((dash.get("templating") or {}).get("list", []))
         if bad:
             problem(
                 f"{f.relative_to(ROOT)}: data source(s) {sorted(bad)} are neither the provisioned "
