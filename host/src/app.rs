@@ -24,6 +24,8 @@ pub struct Options {
     pub overrides: Overrides,
     /// How often the config file is checked (default 1 s).
     pub watch_interval: Option<Duration>,
+    /// The config store; when `None`, the file store of `config_path`, or a memory store.
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 /// Why an instance could not start.
@@ -52,6 +54,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// Shared state (snapshot, metrics).
     pub gateway: Arc<Gateway>,
+    /// The control plane (store, admin writes).
+    pub control: Arc<crate::control::ControlPlane>,
     /// The admin bearer token in force (configured or generated).
     pub admin_token: Arc<str>,
     /// Whether the token was generated at start (to print it once).
@@ -113,9 +117,23 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             addr: opts.config.admin.listen.clone(),
             source,
         })?;
-    let gateway = Gateway::new(opts.config)
+    let store = match opts.store {
+        Some(store) => store,
+        None => Arc::new(local_store(&opts.config, opts.config_path.as_deref())?),
+    };
+    let stored = store
+        .load()
         .await
-        .map_err(StartError::Config)?;
+        .map_err(|e| StartError::Config(vec![store_issue(e)]))?;
+    let mut initial = stored.config;
+    opts.overrides.apply(&mut initial);
+    let gateway = Gateway::new(initial).await.map_err(StartError::Config)?;
+    let control = crate::control::ControlPlane::new(
+        gateway.clone(),
+        store,
+        opts.overrides.clone(),
+        stored.version,
+    );
     let (stop, stop_rx) = watch::channel(false);
     let token: Arc<str> = token.into();
 
@@ -129,7 +147,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             let _ = rx.wait_for(|s| *s).await;
         },
     )));
-    let admin = crate::admin::router(gateway.clone(), token.clone());
+    let admin = crate::admin::router(control.clone(), token.clone());
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(admin_listener, admin)
@@ -141,11 +159,11 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             tracing::error!(error = %e, "admin listener failed");
         }
     }));
+    tasks.push(control.follow(stop_rx.clone()));
     if let Some(path) = opts.config_path {
         tasks.push(crate::config::watch::spawn(
-            gateway.clone(),
+            control.clone(),
             path,
-            opts.overrides,
             opts.watch_interval.unwrap_or(Duration::from_secs(1)),
             stop_rx,
         ));
@@ -154,11 +172,38 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         proxy_addr,
         admin_addr,
         gateway,
+        control,
         admin_token: token,
         token_generated,
         stop,
         tasks,
     })
+}
+
+/// The store of an instance without an explicit one: the file store of `path` (its document
+/// is the file as written, without overrides), else a memory store holding `config`.
+fn local_store(
+    config: &GatewayConfig,
+    path: Option<&std::path::Path>,
+) -> Result<crate::store::Store, StartError> {
+    use crate::store::{FileStore, MemoryStore, Store};
+    let Some(path) = path else {
+        return Ok(Store::Memory(MemoryStore::new(config.clone())));
+    };
+    let doc = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| crate::config::parse_yaml(&text).ok())
+        .unwrap_or_else(|| config.clone());
+    FileStore::open(path, doc)
+        .map(Store::File)
+        .map_err(|e| StartError::Config(vec![store_issue(e)]))
+}
+
+fn store_issue(e: crate::store::StoreError) -> ConfigIssue {
+    ConfigIssue {
+        path: String::new(),
+        message: e.to_string(),
+    }
 }
 
 impl Running {

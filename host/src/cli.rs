@@ -36,6 +36,12 @@ pub enum Command {
         #[command(subcommand)]
         what: PluginCommand,
     },
+    /// Sync a declarative config file to a running gateway through its admin API (`PUT
+    /// /config`); prints what changed.
+    Apply(crate::admin::client::SyncArgs),
+    /// Show what `apply` would change (a dry run); exits 0 when nothing would, 2 when something
+    /// would.
+    Diff(crate::admin::client::SyncArgs),
     /// Config file tools.
     Config {
         /// What to print.
@@ -120,6 +126,8 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(args),
+        Command::Apply(args) => crate::admin::client::main(args, false),
+        Command::Diff(args) => crate::admin::client::main(args, true),
         Command::Plugin {
             what: PluginCommand::New { name, dir, sdk },
         } => {
@@ -241,6 +249,7 @@ async fn run(args: ServeArgs) -> ExitCode {
         config_path: path,
         overrides,
         watch_interval: None,
+        store: None,
     })
     .await
     {

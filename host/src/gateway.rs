@@ -48,46 +48,48 @@ impl Gateway {
     /// Build a snapshot from `config` and swap it in. On error the current snapshot stays.
     pub async fn apply(&self, config: GatewayConfig) -> Result<(), Vec<ConfigIssue>> {
         let _serialised = self.apply_lock.lock().await;
+        let result = self.build(config).await.map(|built| self.swap(built));
+        if result.is_err() {
+            self.count_failed_reload();
+        }
+        result
+    }
+
+    /// Validate `config` and build its snapshot (every filter's `init` runs) without swapping
+    /// it in: the admin API builds before it commits, then calls [`Gateway::swap`].
+    pub async fn build(&self, config: GatewayConfig) -> Result<Built, Vec<ConfigIssue>> {
         let issues = crate::config::validate(&config);
-        let result = if issues.is_empty() {
-            let previous = self.snapshot();
-            // A changed `state` or `state_options` gets a new store (counters start afresh).
-            let state_changed = previous.config.state != config.state
-                || previous.config.state_options != config.state_options;
-            let new_state = if state_changed {
-                state_store(&config).map(Some)
-            } else {
-                Ok(None)
-            };
-            match new_state {
-                Err(issues) => Err(issues),
-                Ok(new_state) => {
-                    match Snapshot::build(config, Some(&previous), &self.metrics, &self.services)
-                        .await
-                    {
-                        Ok(s) => {
-                            let credentials = s.credentials.clone();
-                            self.snapshot.store(Arc::new(s));
-                            self.services.credentials.store(credentials);
-                            if let Some(state) = new_state {
-                                tracing::info!(state = %state.describe(), "state store replaced");
-                                self.services.state.store(Arc::new(state));
-                            }
-                            Ok(())
-                        }
-                        Err(issues) => Err(issues),
-                    }
-                }
-            }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let previous = self.snapshot();
+        // A changed `state` or `state_options` gets a new store (counters start afresh).
+        let state_changed = previous.config.state != config.state
+            || previous.config.state_options != config.state_options;
+        let state = if state_changed {
+            Some(state_store(&config)?)
         } else {
-            Err(issues)
+            None
         };
-        let label = if result.is_ok() { "success" } else { "failure" };
+        let snapshot =
+            Snapshot::build(config, Some(&previous), &self.metrics, &self.services).await?;
+        Ok(Built { snapshot, state })
+    }
+
+    /// Swap in a snapshot made by [`Gateway::build`].
+    pub fn swap(&self, built: Built) {
+        let Built { snapshot, state } = built;
+        let credentials = snapshot.credentials.clone();
+        self.snapshot.store(Arc::new(snapshot));
+        self.services.credentials.store(credentials);
+        if let Some(state) = state {
+            tracing::info!(state = %state.describe(), "state store replaced");
+            self.services.state.store(Arc::new(state));
+        }
         self.metrics
             .config_reloads
-            .with_label_values(&[label])
+            .with_label_values(&["success"])
             .inc();
-        result
     }
 
     /// Record a reload that failed before a config could be parsed.
@@ -97,6 +99,14 @@ impl Gateway {
             .with_label_values(&["failure"])
             .inc();
     }
+}
+
+/// A snapshot built from a config, ready for [`Gateway::swap`].
+#[derive(Debug)]
+pub struct Built {
+    snapshot: Snapshot,
+    /// A new state store when the config changed it.
+    state: Option<StateStore>,
 }
 
 /// The state store `config` names (Redis connects in the background).

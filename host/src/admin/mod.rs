@@ -1,37 +1,133 @@
-//! The admin listener (axum): `/health` (open) and `/metrics` (bearer token).
+//! The admin API (axum) on its own listener: `/health` and `/openapi.json` (open), everything
+//! else behind a bearer token and the role table of [`auth`].
+//!
+//! Modules: [`error`] (JSON errors, extractors), [`auth`] (tokens, roles), one module per
+//! resource ([`upstreams`], [`routes`] with filters, [`consumers`] with keys and JWT
+//! credentials, [`plugins`], [`users`], [`config`], [`status`] with audit). Every write goes
+//! through [`crate::control::ControlPlane::write`]: read, change, validate + build, commit,
+//! swap, audited with the caller's name.
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod consumers;
+pub mod error;
+mod named;
+pub mod plugins;
+pub mod routes;
+pub mod status;
+pub mod upstreams;
+pub mod users;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::gateway::Gateway;
+pub use auth::Caller;
+pub use error::ApiError;
 
+use crate::control::ControlPlane;
+
+/// Largest JSON body accepted by the admin API.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest plugin component accepted by `POST /plugins`.
+pub const MAX_PLUGIN: usize = 32 * 1024 * 1024;
+/// Largest document accepted by `PUT /config`.
+pub const MAX_DOCUMENT: usize = 8 * 1024 * 1024;
+
+/// What every handler sees.
 #[derive(Clone)]
-struct AdminState {
-    gateway: Arc<Gateway>,
-    token: Arc<str>,
+pub struct AdminState {
+    /// The instance's control plane (gateway, store).
+    pub control: Arc<ControlPlane>,
+    /// The bootstrap token.
+    pub token: Arc<str>,
 }
 
-/// The admin router. Every route but `/health` requires `Authorization: Bearer <token>`.
-pub fn router(gateway: Arc<Gateway>, token: Arc<str>) -> Router {
-    let state = AdminState { gateway, token };
-    let protected = Router::new()
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ferrox admin API",
+        description = "Manage a running Ferrox gateway: upstreams, routes and their filter pipelines, plugins, consumers and their credentials, admin users, the whole config document, status and the audit log.",
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(error::ErrorBody, error::IssueBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The protected routes and the OpenAPI document describing them.
+fn api() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(metrics))
+        .merge(upstreams::router())
+        .merge(routes::router())
+        .merge(consumers::router())
+        .merge(plugins::router())
+        .merge(users::router())
+        .merge(config::router())
+        .merge(status::router())
+}
+
+/// The OpenAPI document of the admin API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, doc) = OpenApiRouter::<AdminState>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .merge(api())
+        .split_for_parts();
+    doc
+}
+
+/// The admin router. Every route but `/health` and `/openapi.json` requires a bearer token.
+pub fn router(control: Arc<ControlPlane>, token: Arc<str>) -> Router {
+    let state = AdminState { control, token };
+    let (protected, _) = api().split_for_parts();
+    let document: Arc<serde_json::Value> =
+        Arc::new(serde_json::to_value(openapi()).unwrap_or_default());
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_auth,
+    ));
     Router::new()
-        .route("/health", get(health))
+        .route("/health", axum::routing::get(health))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { axum::Json((*document).clone()) }
+            }),
+        )
         .merge(protected)
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
+/// Liveness and a summary of what is configured.
+#[utoipa::path(get, path = "/health", tag = "status", security(()),
+    responses((status = 200, description = "The instance is up", body = serde_json::Value)))]
 async fn health(State(s): State<AdminState>) -> impl IntoResponse {
-    let snap = s.gateway.snapshot();
+    let snap = s.control.gateway.snapshot();
     axum::Json(serde_json::json!({
         "status": "ok",
         "routes": snap.routes.len(),
@@ -39,51 +135,22 @@ async fn health(State(s): State<AdminState>) -> impl IntoResponse {
     }))
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "No valid token", body = error::ErrorBody)))]
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.gateway.metrics.render(),
+        s.control.gateway.metrics.render(),
     )
 }
 
 async fn not_found() -> Response {
-    json_error(StatusCode::NOT_FOUND, "not-found", "no such admin resource")
-}
-
-fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(
-            serde_json::json!({ "error": kind, "message": message, "status": status.as_u16() }),
-        ),
-    )
-        .into_response()
-}
-
-async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if constant_time_eq(t.as_bytes(), s.token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid admin bearer token is required",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"ferrox-admin\""),
-            );
-            r
-        }
-    }
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such admin resource").into_response()
 }
 
 /// Compare secrets without an early exit on the first differing byte.
@@ -92,4 +159,44 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A JSON value of `v` (for audit entries and answers).
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// A resource name: 1–64 characters of letters, digits, `-`, `_`, `.`.
+pub(crate) fn check_name(path: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            path,
+            format!("{name:?} is not a valid name: use 1-64 letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+/// A random secret of 32 bytes from the OS, URL-safe, with `prefix`.
+pub(crate) fn random_secret(prefix: &str) -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("no randomness from the operating system: {e}"),
+        )
+    })?;
+    Ok(format!("{prefix}{}", hex::encode(bytes)))
+}
+
+/// A `201 Created` JSON answer.
+pub(crate) fn created<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, axum::Json(v)).into_response()
 }

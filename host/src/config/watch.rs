@@ -2,19 +2,21 @@
 //! change applied atomically, every invalid one logged with its issues while the old config
 //! keeps serving. Polling works the same on every filesystem (bind mounts, ConfigMaps that
 //! swap symlinks, editors that replace files).
+//!
+//! The file is also the document of the file store: content the store wrote itself (an admin
+//! API commit) is recognised by its hash and not treated as an external edit; an external edit
+//! that applies becomes the stored document at a new version.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Overrides;
-use crate::gateway::Gateway;
+use crate::control::ControlPlane;
 
 /// Watch `path` until `stop` fires.
 pub fn spawn(
-    gw: Arc<Gateway>,
+    control: Arc<ControlPlane>,
     path: PathBuf,
-    overrides: Overrides,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -43,15 +45,18 @@ pub fn spawn(
                 continue;
             }
             last = Some(current.clone());
+            if control
+                .store
+                .as_file()
+                .is_some_and(|f| f.is_known(&current))
+            {
+                continue;
+            }
             let text = String::from_utf8_lossy(&current);
-            let parsed = super::parse_yaml(&text).map(|mut cfg| {
-                overrides.apply(&mut cfg);
-                cfg
-            });
-            let result = match parsed {
-                Ok(cfg) => gw.apply(cfg).await,
+            let result = match super::parse_yaml(&text) {
+                Ok(cfg) => control.adopt_file(&current, cfg).await,
                 Err(e) => {
-                    gw.count_failed_reload();
+                    control.gateway.count_failed_reload();
                     Err(e.issues())
                 }
             };

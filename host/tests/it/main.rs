@@ -2,6 +2,8 @@
 
 mod support;
 
+mod admin_api;
+mod admin_rbac;
 mod balance;
 mod builtin_key_auth;
 mod builtin_rate_limit;

@@ -84,6 +84,7 @@ async fn gateway_opts(yaml: &str, path: Option<PathBuf>, interval: Option<Durati
         config_path: path,
         overrides: o,
         watch_interval: interval,
+        store: None,
     })
     .await
     .expect("gateway starts");
