@@ -2,6 +2,8 @@
 //! (`src/bin/filter_rss.rs`): building the `bench` test guest, requests to run it on, pool
 //! settings and `/proc/self/status` readings.
 
+pub mod lang;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +119,7 @@ pub fn request() -> RequestState {
         request_id: HeaderValue::from_static("6f1c2d3e-0000-4000-8000-000000000000"),
         consumer: None,
         context: Vec::new(),
+        cache: Default::default(),
     }
 }
 
@@ -133,6 +136,7 @@ pub fn response() -> ResponseState {
     ResponseState {
         status: StatusCode::OK,
         headers,
+        store: None,
     }
 }
 

@@ -38,6 +38,10 @@ impl<'a> Request<'a> {
         Self { handle }
     }
 
+    pub(crate) fn handle(&self) -> &RequestHandle<'a> {
+        &self.handle
+    }
+
     /// The method, e.g. `GET`.
     pub fn method(&self) -> String {
         self.handle.method()
@@ -146,6 +150,10 @@ pub struct Response<'a> {
 impl<'a> Response<'a> {
     pub(crate) fn new(handle: ResponseHandle<'a>) -> Self {
         Self { handle }
+    }
+
+    pub(crate) fn handle(&self) -> &ResponseHandle<'a> {
+        &self.handle
     }
 
     /// The status code.

@@ -5,7 +5,7 @@
 //! gateway runs the resulting WebAssembly component on the routes that list it; the SDK hides the
 //! component bindings behind the types here. Start with the example below, then read [`Filter`],
 //! [`Request`] and the host service modules ([`log`], [`clock`], [`counters`], [`cache`],
-//! [`credentials`], [`metrics`]).
+//! [`credentials`], [`metrics`], [`response_cache`]).
 //!
 //! ## A filter
 //!
@@ -136,6 +136,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod config;
 pub mod counters;
 pub mod credentials;
 mod export;
@@ -143,6 +144,7 @@ mod flow;
 mod http;
 pub mod log;
 pub mod metrics;
+pub mod response_cache;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 #[cfg(target_arch = "wasm32")]

@@ -17,7 +17,9 @@ pub mod bindings {
     });
 }
 
-use bindings::ferrox::filter::{cache, clock, counters, credentials, log, metrics, types};
+use bindings::ferrox::filter::{
+    cache, clock, counters, credentials, log, metrics, response_cache, types,
+};
 
 pub(crate) type RequestHandle<'a> = &'a types::Request;
 pub(crate) type ResponseHandle<'a> = &'a types::Response;
@@ -67,6 +69,23 @@ pub(crate) fn cache_set(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), Stri
 
 pub(crate) fn consumer_for_key(key: &str) -> Option<String> {
     credentials::consumer_for_key(key)
+}
+
+pub(crate) fn response_cache_lookup(req: &RequestHandle<'_>, key: &str) -> Result<(), String> {
+    response_cache::lookup(req, key)
+}
+
+pub(crate) fn response_cache_bypass(req: &RequestHandle<'_>) {
+    response_cache::bypass(req);
+}
+
+pub(crate) fn response_cache_store(
+    req: &RequestHandle<'_>,
+    resp: &ResponseHandle<'_>,
+    ttl_ms: u64,
+    max_body_bytes: u64,
+) -> Result<(), String> {
+    response_cache::store(req, resp, ttl_ms, max_body_bytes)
 }
 
 pub(crate) fn counter_add(name: &str, value: u64) {

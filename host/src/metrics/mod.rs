@@ -53,6 +53,9 @@ pub struct Metrics {
     pub websocket_tunnels: IntCounter,
     /// `ferrox_rate_limited_total{route}`: requests a filter answered with 429.
     pub rate_limited: IntCounterVec,
+    /// `ferrox_cache_lookups_total{route,result}`: response-cache lookups by result (`hit`,
+    /// `miss`, `bypass` when a filter bypassed the cache, `error` when the store failed).
+    pub cache_lookups: IntCounterVec,
     /// `ferrox_filter_duration_seconds{plugin,phase}`: time in one filter call.
     pub filter_duration: HistogramVec,
     /// `ferrox_filter_failures_total{plugin,kind}`: timeout, memory, trap, config, tripped.
@@ -192,6 +195,12 @@ impl Metrics {
                 "ferrox_rate_limited_total",
                 "Requests refused with 429 by a filter (rate limiting), by route.",
                 &["route"],
+            ),
+            cache_lookups: counter_vec(
+                &r,
+                "ferrox_cache_lookups_total",
+                "Response-cache lookups by route and result (hit, miss, bypass, error).",
+                &["route", "result"],
             ),
             filter_failures: counter_vec(
                 &r,

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::breaker::{Admission, Breaker, Outcome};
 use crate::metrics::Metrics;
+use crate::plugin::response_cache::CacheUse;
 use crate::plugin::{
     CallOutcome, FilterFailure, FilterPool, Flow, Reply, RequestState, ResponseState,
 };
+use crate::state::CachedResponse;
 
 /// Consecutive failures that trip a filter.
 const TRIP_AFTER: u32 = 5;
@@ -58,6 +60,9 @@ pub enum RequestOutcome {
     Forward,
     /// A filter answered.
     Respond(Reply),
+    /// A filter looked the request up in the response cache and found it: answer with the
+    /// stored response.
+    Cached(Arc<CachedResponse>),
     /// A `closed` filter failed: answer 503.
     Failed,
 }
@@ -122,7 +127,15 @@ impl Pipeline {
                     ran.0 |= 1 << i;
                     match flow {
                         Flow::Continue => {
-                            records.push(record(stage, "request", "continue".into(), micros, calls))
+                            let hit = lookup(stage, req, metrics).await;
+                            let decision = match hit {
+                                Some(_) => "continue (cache hit)",
+                                None => "continue",
+                            };
+                            records.push(record(stage, "request", decision.into(), micros, calls));
+                            if let Some(entry) = hit {
+                                return (RequestOutcome::Cached(entry), ran);
+                            }
                         }
                         Flow::Respond(reply) => {
                             records.push(record(
@@ -187,6 +200,35 @@ impl Pipeline {
         }
         true
     }
+}
+
+/// If the filter just asked for a response-cache lookup, do it (in the state store, after the
+/// filter's call: no instance is held while the store answers) and settle the request's
+/// cache use. A store failure is a bypass, never an error to the client.
+async fn lookup(
+    stage: &Stage,
+    req: &mut Option<RequestState>,
+    metrics: &Metrics,
+) -> Option<Arc<CachedResponse>> {
+    let state = req.as_mut()?;
+    let CacheUse::Lookup(key) = &state.cache else {
+        return None;
+    };
+    let store = stage.pool.services().state.load_full();
+    let (use_, result, hit) = match store.get_response(key, None).await {
+        Ok(Some(entry)) => (CacheUse::Hit, "hit", Some(entry)),
+        Ok(None) => (CacheUse::Miss(key.clone()), "miss", None),
+        Err(e) => {
+            tracing::debug!(plugin = &*stage.plugin, error = %e, "response cache unavailable: bypassed");
+            (CacheUse::Unavailable, "error", None)
+        }
+    };
+    metrics
+        .cache_lookups
+        .with_label_values(&[&*state.route, result])
+        .inc();
+    state.cache = use_;
+    hit
 }
 
 fn admit(

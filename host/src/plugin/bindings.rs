@@ -48,6 +48,8 @@ pub struct RequestState {
     pub consumer: Option<String>,
     /// Values filters keep between their hooks on this request, keyed by plugin and key.
     pub context: Vec<(String, String)>,
+    /// What the response cache does with this request (see `response-cache` in the WIT).
+    pub cache: super::response_cache::CacheUse,
 }
 
 /// The response as filters see it.
@@ -57,6 +59,8 @@ pub struct ResponseState {
     pub status: StatusCode,
     /// Headers.
     pub headers: HeaderMap,
+    /// Set when a filter asked the gateway to keep this response in the response cache.
+    pub store: Option<super::response_cache::StoreIntent>,
 }
 
 /// Headers a filter may not set: framing and hop-by-hop are the gateway's business. The SDK

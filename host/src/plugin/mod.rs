@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod host;
+pub mod response_cache;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,13 +25,14 @@ pub use engine::PluginEngine;
 use host::{HostState, Services};
 
 /// Host services a plugin can be granted, as named in the config's `grants`.
-pub const SERVICES: [&str; 6] = [
+pub const SERVICES: [&str; 7] = [
     "log",
     "clock",
     "counters",
     "cache",
     "credentials",
     "metrics",
+    "response-cache",
 ];
 
 /// A loaded component, type-checked against the `filter` world and its grants.
@@ -277,6 +279,11 @@ impl FilterPool {
     /// The plugin this pool runs.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
+    }
+
+    /// The host services its instances use.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     async fn instantiate(&self) -> Result<Warm, FilterFailure> {

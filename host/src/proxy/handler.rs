@@ -15,14 +15,15 @@ use super::headers::{
     Forwarding, check_request_headers, check_response_framing, client_ip, ensure_traceparent,
     is_trusted, request_id, set_forwarding, strip_hop_by_hop, wants_websocket,
 };
-use super::upgrade;
 use super::upstream::{PickError, Upstream, outcome_of_status};
+use super::{cache, upgrade};
 use crate::body::{BodyVerdict, GuardedBody, ProxyBody};
 use crate::breaker::Outcome;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::{NO_ROUTE, method_label};
 use crate::pipeline::{FilterRecord, Ran, RequestOutcome};
+use crate::plugin::response_cache::{CACHE_STATUS_HEADER, CacheUse};
 use crate::plugin::{Reply, RequestState, ResponseState};
 use crate::router::{has_encoded_slash, normalize_path};
 use crate::snapshot::{Route, Snapshot};
@@ -208,12 +209,13 @@ async fn serve(
         request_id: rid.clone(),
         consumer: None,
         context: Vec::new(),
+        cache: CacheUse::Unused,
     });
     let (outcome, ran) = route
         .pipeline
         .on_request(&mut state, &gw.metrics, &mut trace.filters)
         .await;
-    let response = match outcome {
+    let (response, source) = match outcome {
         RequestOutcome::Failed => return Err(GatewayError::Filter),
         RequestOutcome::Respond(reply) => {
             if reply.status == 429 {
@@ -222,8 +224,12 @@ async fn serve(
                     .with_label_values(&[&*route.name])
                     .inc();
             }
-            reply_response(reply)?
+            (reply_response(reply)?, Source::Gateway)
         }
+        RequestOutcome::Cached(entry) => (
+            cache::hit_response(&entry, parts.method == Method::HEAD),
+            Source::Gateway,
+        ),
         RequestOutcome::Forward => {
             let Some(RequestState {
                 method,
@@ -232,6 +238,7 @@ async fn serve(
                 mut headers,
                 consumer,
                 context,
+                cache,
                 ..
             }) = state.take()
             else {
@@ -254,6 +261,7 @@ async fn serve(
                 request_id: rid.clone(),
                 consumer,
                 context,
+                cache,
             });
             let target = Forward {
                 method,
@@ -262,13 +270,25 @@ async fn serve(
                 websocket,
                 body_idle: settings.body_idle_timeout.0,
             };
-            forward(gw, route, target, body, downstream_upgrade, trace).await?
+            (
+                forward(gw, route, target, body, downstream_upgrade, trace).await?,
+                Source::Upstream,
+            )
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response);
     }
-    response_phase(gw, route, ran, state, response, trace).await
+    response_phase(gw, route, ran, state, (response, source), trace).await
+}
+
+/// Where a response came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// The upstream answered.
+    Upstream,
+    /// A filter or the response cache answered.
+    Gateway,
 }
 
 /// Run the response filters of the `ran` filters on `response`.
@@ -277,13 +297,19 @@ async fn response_phase(
     route: &Route,
     ran: Ran,
     mut req: Option<RequestState>,
-    response: Response<ProxyBody>,
+    (response, source): (Response<ProxyBody>, Source),
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    if let Some(status) = req.as_ref().and_then(|r| r.cache.status()) {
+        parts
+            .headers
+            .insert(CACHE_STATUS_HEADER, HeaderValue::from_static(status));
+    }
     let mut resp = Some(ResponseState {
         status: parts.status,
         headers: std::mem::take(&mut parts.headers),
+        store: None,
     });
     let ok = route
         .pipeline
@@ -296,6 +322,15 @@ async fn response_phase(
         return Err(GatewayError::Internal("filter response state lost".into()));
     };
     parts.headers = resp.headers;
+    // Only the upstream's answer to a request that missed is stored.
+    if let Some(intent) = resp.store
+        && source == Source::Upstream
+        && req
+            .as_ref()
+            .is_some_and(|r| matches!(r.cache, CacheUse::Miss(_)))
+    {
+        body = cache::tee(body, parts.status, intent, gw.services.state.load_full());
+    }
     Ok(Response::from_parts(parts, body))
 }
 

@@ -1,6 +1,7 @@
 //! The native datapath: downstream server, request handling, upstream client, load balancing,
 //! health checks and WebSocket tunnelling.
 
+pub mod cache;
 pub mod client;
 pub mod conn_io;
 pub mod handler;

@@ -4,6 +4,7 @@
 //! each other's.
 
 mod redis_state;
+mod response_cache;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,8 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use redis_state::{
     COUNTER_SCRIPT, MAX_TTL_MS, MAX_WINDOW_MS, RETRY_MS, RedisOptions, RedisState, cache_key,
-    counter_key, display_target, parse_url,
+    counter_key, display_target, parse_url, response_key,
 };
+
+pub use response_cache::{CachedResponse, LOCAL_RESPONSE_BYTES, LocalResponses};
 
 use crate::config::StateOptionsConfig;
 
@@ -128,6 +131,42 @@ impl StateStore {
             Self::Redis(r) => r.set(key, value, ttl_ms, deadline).await,
         }
     }
+
+    /// The response-cache entry under `key`, if any and fresh.
+    pub async fn get_response(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<std::sync::Arc<CachedResponse>>, String> {
+        match self {
+            Self::Local(l) => Ok(l.responses.get(key, now_ms())),
+            Self::Redis(r) => match r.get_response(key, deadline).await? {
+                Some(bytes) => CachedResponse::decode(&bytes).map(|e| Some(std::sync::Arc::new(e))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Keep `entry` under `key` for `ttl_ms`. In-process, an entry too large for the memory
+    /// bound is an error.
+    pub async fn put_response(
+        &self,
+        key: &str,
+        entry: CachedResponse,
+        ttl_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        match self {
+            Self::Local(l) => {
+                if l.responses.put(key, entry, ttl_ms, now_ms()) {
+                    Ok(())
+                } else {
+                    Err("the response is too large for the in-process cache".into())
+                }
+            }
+            Self::Redis(r) => r.set_response(key, entry.encode(), ttl_ms, deadline).await,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -172,6 +211,8 @@ pub struct LocalState {
     /// key → (current window start, current count, previous window's count)
     counters: Mutex<HashMap<String, (u64, i64, i64)>>,
     cache: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+    /// The response cache's entries.
+    responses: LocalResponses,
 }
 
 /// Entries kept before expired ones are swept.

@@ -158,6 +158,11 @@ pub fn cache_key(prefix: &str, key: &str) -> String {
     format!("{prefix}v:{key}")
 }
 
+/// The key of a response-cache entry: `<prefix>r:<key>`.
+pub fn response_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}r:{key}")
+}
+
 /// Counters and cache in Redis. Cheap to clone (one shared connection).
 #[derive(Clone)]
 pub struct RedisState {
@@ -327,7 +332,41 @@ impl RedisState {
         key: &str,
         deadline: Option<Instant>,
     ) -> Result<Option<Vec<u8>>, String> {
-        let key = self.cache_key(key);
+        self.get_at(self.cache_key(key), deadline).await
+    }
+
+    /// The response-cache entry stored under `key` (encoded), if any.
+    pub async fn get_response(
+        &self,
+        key: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, String> {
+        self.get_at(response_key(&self.inner.prefix, key), deadline)
+            .await
+    }
+
+    /// Store an encoded response-cache entry under `key` for `ttl_ms`.
+    pub async fn set_response(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        self.set_at(
+            response_key(&self.inner.prefix, key),
+            value,
+            ttl_ms,
+            deadline,
+        )
+        .await
+    }
+
+    async fn get_at(
+        &self,
+        key: String,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, String> {
         self.run(deadline, |mut conn| async move {
             redis::cmd("GET").arg(key).query_async(&mut conn).await
         })
@@ -342,7 +381,17 @@ impl RedisState {
         ttl_ms: u64,
         deadline: Option<Instant>,
     ) -> Result<(), String> {
-        let key = self.cache_key(key);
+        self.set_at(self.cache_key(key), value, ttl_ms, deadline)
+            .await
+    }
+
+    async fn set_at(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
         self.run(deadline, |mut conn| async move {
             if ttl_ms == 0 {
                 redis::cmd("DEL").arg(key).query_async(&mut conn).await

@@ -5,6 +5,7 @@ mod support;
 mod admin_api;
 mod admin_rbac;
 mod balance;
+mod builtin_cache;
 mod builtin_key_auth;
 mod builtin_rate_limit;
 mod builtin_transform;

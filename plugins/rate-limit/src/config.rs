@@ -1,6 +1,8 @@
 //! The filter's configuration: strict parsing of the route's JSON (unknown fields are errors)
 //! and the duration syntax (`"500ms"`, `"1s"`, `"5m"`, `"1h"`, `"1d"`).
 
+use ferrox_sdk::config::header_name;
+pub use ferrox_sdk::config::parse_duration_ms;
 use ferrox_sdk::serde_json::{self, Map, Value};
 
 /// Most limits one filter may hold (each costs one counter update per request).
@@ -132,7 +134,7 @@ impl Config {
             Some("header") => {
                 let name = string_field(&map, "header")?
                     .ok_or("`header` is required with `by: header` (the header to count by)")?;
-                By::Header(header_name(&name)?)
+                By::Header(header_name(&name).map_err(|e| format!("`header` is {e}"))?)
             }
             Some(other) => {
                 return Err(format!(
@@ -246,50 +248,6 @@ fn parse_limit(i: usize, value: &Value) -> Result<Limit, String> {
         requests,
         window_ms,
     })
-}
-
-/// A header name: an HTTP token, lowercased.
-fn header_name(name: &str) -> Result<String, String> {
-    const TOKEN_EXTRA: &[u8] = b"!#$%&'*+-.^_`|~";
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || TOKEN_EXTRA.contains(&b))
-    {
-        return Err(format!("`header` is not a valid header name: {name:?}"));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
-/// Parse a duration such as `"500ms"`, `"60s"`, `"5m"`, `"1h"` or `"1d"` into milliseconds.
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration: write a whole number and a unit (ms, s, m, h, d), \
-                 e.g. \"60s\""
-            ));
-        }
-    };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("{text:?} is not a duration: it must start with a whole number, e.g. \"60s\"")
-    })?;
-    let ms = n
-        .checked_mul(unit_ms)
-        .ok_or_else(|| format!("{text:?} is too long"))?;
-    if ms == 0 {
-        return Err(format!("{text:?} must be longer than zero"));
-    }
-    Ok(ms)
 }
 
 #[cfg(test)]

@@ -65,6 +65,12 @@ fn with_host<R>(f: impl FnOnce(&mut Host) -> R) -> R {
 /// back to [`DEFAULT_NOW_MS`]. Only needed when tests share a thread.
 pub fn reset() {
     with_host(|h| *h = Host::default());
+    super::response_cache::clear();
+}
+
+/// The injected state-store error, if any (the response cache fails with it too).
+pub(crate) fn cache_error() -> Option<String> {
+    with_host(|h| h.cache_error.clone())
 }
 
 /// Set the clock.

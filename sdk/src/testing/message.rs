@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::headers::{Edit, Headers};
+use super::response_cache::{CacheState, StoreCall};
 use crate::{Reply, Request, Response};
 
 /// A request as the gateway would pass it to a filter, built for a test.
@@ -36,6 +37,7 @@ struct RequestParts {
     request_id: String,
     consumer: Option<String>,
     context: Vec<(String, String)>,
+    cache: CacheState,
 }
 
 impl TestRequest {
@@ -57,6 +59,7 @@ impl TestRequest {
                 request_id: "test-request-id".to_owned(),
                 consumer: None,
                 context: Vec::new(),
+                cache: CacheState::default(),
             }),
         }
     }
@@ -141,6 +144,7 @@ pub struct TestResponse {
 struct ResponseParts {
     status: u16,
     headers: Headers,
+    stored: Option<StoreCall>,
 }
 
 impl TestResponse {
@@ -150,6 +154,7 @@ impl TestResponse {
             parts: RefCell::new(ResponseParts {
                 status,
                 headers: Headers::default(),
+                stored: None,
             }),
         }
     }
@@ -255,6 +260,12 @@ impl RequestHandle<'_> {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     }
+    /// Run `f` on the request's method and response-cache state.
+    pub(crate) fn with_cache<R>(&self, f: impl FnOnce(&str, &mut CacheState) -> R) -> R {
+        let mut parts = self.0.borrow_mut();
+        let parts = &mut *parts;
+        f(&parts.method, &mut parts.cache)
+    }
     pub(crate) fn set_context(&self, key: &str, value: &str) {
         // Same limits as the gateway.
         if value.len() > 4096 {
@@ -275,6 +286,15 @@ pub(crate) struct ResponseHandle<'a>(&'a RefCell<ResponseParts>);
 impl ResponseHandle<'_> {
     pub(crate) fn status(&self) -> u16 {
         self.0.borrow().status
+    }
+    pub(crate) fn header_pairs(&self) -> Vec<(String, String)> {
+        self.0.borrow().headers.pairs()
+    }
+    pub(crate) fn set_stored(&self, call: StoreCall) {
+        self.0.borrow_mut().stored = Some(call);
+    }
+    pub(crate) fn stored(&self) -> Option<StoreCall> {
+        self.0.borrow().stored.clone()
     }
     pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.0.borrow().headers.get(name)

@@ -11,6 +11,8 @@
 //!   [`cache`](crate::cache) its TTLs; [`set_counters_error`] / [`set_cache_error`] simulate a
 //!   state store that is down; tests may call both modules directly to inspect or seed state;
 //! - [`credentials`](crate::credentials) know the keys added with [`add_key`];
+//! - the [`response_cache`](crate::response_cache) keeps what a filter marks storable (status
+//!   and headers) and [`run_exchange`] serves hits from it;
 //! - [`logs`], [`metric_counter`] and [`metric_histogram`] return what the filter recorded.
 //!
 //! The request and response follow the gateway's rules (header names case-insensitive, managed
@@ -43,6 +45,7 @@
 mod headers;
 mod host;
 mod message;
+mod response_cache;
 #[cfg(test)]
 mod tests;
 
@@ -51,6 +54,7 @@ pub use host::{
     set_cache_error, set_counters_error, set_now_ms,
 };
 pub use message::{TestRequest, TestResponse};
+pub use response_cache::StoreCall;
 
 use crate::{Filter, Flow};
 
@@ -61,6 +65,9 @@ pub(crate) mod backend {
         log, now_ms,
     };
     pub(crate) use super::message::{RequestHandle, ResponseHandle};
+    pub(crate) use super::response_cache::{
+        response_cache_bypass, response_cache_lookup, response_cache_store,
+    };
 }
 
 /// Run `filter.on_request` on `req` and return its decision; `req` keeps the filter's edits.
@@ -76,15 +83,30 @@ pub fn run_response<F: Filter>(filter: &F, req: &TestRequest, resp: &TestRespons
 /// Run one exchange through `filter` as the gateway would: `on_request`, then `on_response` on
 /// `upstream` if the filter continued, or on the response made from its [`Reply`](crate::Reply)
 /// if it answered. Returns the response the client would get (without a body).
+///
+/// The [`response_cache`](crate::response_cache) works as in the gateway: a lookup that hits
+/// answers with the stored response (`age` and `x-cache-status: HIT` added) instead of
+/// `upstream`; a miss or bypass adds `x-cache-status` to `upstream`; what the filter marks
+/// storable after a miss is kept (against the harness clock) for later exchanges.
 pub fn run_exchange<F: Filter>(
     filter: &F,
     req: &TestRequest,
     upstream: TestResponse,
 ) -> TestResponse {
-    let resp = match run_request(filter, req) {
-        Flow::Continue => upstream,
-        Flow::Respond(reply) => TestResponse::from(reply),
+    let (resp, from_upstream) = match run_request(filter, req) {
+        Flow::Continue => match response_cache::settle(req) {
+            Some(hit) => (hit.header("x-cache-status", "HIT"), false),
+            None => (upstream, true),
+        },
+        Flow::Respond(reply) => (TestResponse::from(reply), false),
+    };
+    let resp = match response_cache::status(req) {
+        Some(status) if from_upstream => resp.header("x-cache-status", status),
+        _ => resp,
     };
     run_response(filter, req, &resp);
+    if from_upstream {
+        response_cache::keep(req, &resp);
+    }
     resp
 }
