@@ -31,6 +31,7 @@ impl Gateway {
         let state = state_store(&config)?;
         let services = Services::with_state(metrics.clone(), state);
         let snapshot = Snapshot::build(config, None, &metrics, &services).await?;
+        snapshot.credentials.jwt.prefetch(&services.jwks).await;
         services.credentials.store(snapshot.credentials.clone());
         Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -73,6 +74,7 @@ impl Gateway {
         };
         let snapshot =
             Snapshot::build(config, Some(&previous), &self.metrics, &self.services).await?;
+        snapshot.credentials.jwt.prefetch(&self.services.jwks).await;
         Ok(Built { snapshot, state })
     }
 

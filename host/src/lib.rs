@@ -26,6 +26,7 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod jwt;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -111,7 +111,7 @@ impl Snapshot {
     ) -> Result<Self, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let plugins = load_plugins(&config, previous, &mut issues);
-        let credentials = build_credentials(&config, &mut issues);
+        let credentials = build_credentials(&config, &services.jwks, &mut issues);
         let mut upstreams = HashMap::new();
         for (i, up) in config.upstreams.iter().enumerate() {
             let reused = previous
@@ -256,7 +256,11 @@ fn load_plugins(
     loaded
 }
 
-fn build_credentials(config: &GatewayConfig, issues: &mut Vec<ConfigIssue>) -> Credentials {
+fn build_credentials(
+    config: &GatewayConfig,
+    jwks: &crate::jwt::jwks::JwksCache,
+    issues: &mut Vec<ConfigIssue>,
+) -> Credentials {
     let mut pairs = Vec::new();
     for (i, c) in config.consumers.iter().enumerate() {
         for (k, key) in c.keys.iter().enumerate() {
@@ -269,13 +273,18 @@ fn build_credentials(config: &GatewayConfig, issues: &mut Vec<ConfigIssue>) -> C
             }
         }
     }
-    Credentials::build(pairs).unwrap_or_else(|message| {
+    let mut credentials = Credentials::build(pairs).unwrap_or_else(|message| {
         issues.push(ConfigIssue {
             path: "consumers".into(),
             message,
         });
         Credentials::default()
-    })
+    });
+    match crate::jwt::JwtCredentials::build(&config.consumers, jwks) {
+        Ok(jwt) => credentials.jwt = jwt,
+        Err((path, message)) => issues.push(ConfigIssue { path, message }),
+    }
+    credentials
 }
 
 /// Instantiate and `init` every filter of route `index`; a rejected config is an issue at

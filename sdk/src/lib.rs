@@ -5,7 +5,7 @@
 //! gateway runs the resulting WebAssembly component on the routes that list it; the SDK hides the
 //! component bindings behind the types here. Start with the example below, then read [`Filter`],
 //! [`Request`] and the host service modules ([`log`], [`clock`], [`counters`], [`cache`],
-//! [`credentials`], [`metrics`], [`response_cache`]).
+//! [`credentials`], [`crypto`], [`metrics`], [`response_cache`]).
 //!
 //! ## A filter
 //!
@@ -139,6 +139,7 @@ pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod credentials;
+pub mod crypto;
 mod export;
 mod flow;
 mod http;

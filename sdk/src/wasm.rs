@@ -18,7 +18,7 @@ pub mod bindings {
 }
 
 use bindings::ferrox::filter::{
-    cache, clock, counters, credentials, log, metrics, response_cache, types,
+    cache, clock, counters, credentials, crypto, log, metrics, response_cache, types,
 };
 
 pub(crate) type RequestHandle<'a> = &'a types::Request;
@@ -69,6 +69,51 @@ pub(crate) fn cache_set(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), Stri
 
 pub(crate) fn consumer_for_key(key: &str) -> Option<String> {
     credentials::consumer_for_key(key)
+}
+
+pub(crate) fn jwt_credential_for(
+    issuer: Option<&str>,
+    key_id: Option<&str>,
+) -> Option<crate::credentials::JwtCredential> {
+    use crate::credentials::JwtAlgorithm as A;
+    use credentials::JwtAlgorithm as W;
+    credentials::jwt_credential_for(issuer, key_id).map(|c| crate::credentials::JwtCredential {
+        consumer: c.consumer,
+        id: c.id,
+        issuer: c.issuer,
+        algorithm: match c.algorithm {
+            W::Hs256 => A::HS256,
+            W::Hs384 => A::HS384,
+            W::Hs512 => A::HS512,
+            W::Rs256 => A::RS256,
+            W::Rs384 => A::RS384,
+            W::Rs512 => A::RS512,
+            W::Ps256 => A::PS256,
+            W::Ps384 => A::PS384,
+            W::Ps512 => A::PS512,
+            W::Es256 => A::ES256,
+            W::Es384 => A::ES384,
+            W::Eddsa => A::EdDSA,
+        },
+    })
+}
+
+pub(crate) fn verify_jwt(
+    credential: &str,
+    key_id: Option<&str>,
+    token: &str,
+) -> Result<(), crate::crypto::VerifyError> {
+    use crate::crypto::VerifyError as E;
+    use crypto::VerifyError as W;
+    crypto::verify_jwt(credential, key_id, token).map_err(|e| match e {
+        W::Malformed => E::Malformed,
+        W::AlgorithmMismatch => E::AlgorithmMismatch,
+        W::UnknownCredential => E::UnknownCredential,
+        W::UnknownKey => E::UnknownKey,
+        W::KeysUnavailable => E::KeysUnavailable,
+        W::BadSignature => E::BadSignature,
+        W::Other(m) => E::Other(m),
+    })
 }
 
 pub(crate) fn response_cache_lookup(req: &RequestHandle<'_>, key: &str) -> Result<(), String> {

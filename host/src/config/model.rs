@@ -464,10 +464,110 @@ pub struct ConsumerConfig {
     /// API keys: plaintext (hashed on load) or `sha256:<hex>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
-    /// JWT credentials.
+    /// JWT credentials, used by the `jwt-auth` filter: each names the issuer whose tokens
+    /// identify this consumer, the one algorithm accepted, and the key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub jwt: Vec<serde_json::Value>,
+    pub jwt: Vec<JwtCredentialConfig>,
 }
+
+/// A JWT credential of a consumer: tokens from `issuer` (and, when set, with header `kid` equal
+/// to `key_id`), signed with `algorithm` by the key given as exactly one of `secret`,
+/// `public_key` or `jwks_url`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtCredentialConfig {
+    /// The `iss` claim of this consumer's tokens.
+    pub issuer: String,
+    /// The `kid` header of this credential's tokens. Unique across all credentials; a token
+    /// whose `kid` names a credential uses it, other tokens are matched by `issuer` to the
+    /// issuer's credential without `key_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The one signature algorithm accepted for this credential (`none` does not exist).
+    pub algorithm: JwtAlgorithm,
+    /// HMAC secret for `HS256` / `HS384` / `HS512` (its UTF-8 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// PEM public key (`-----BEGIN PUBLIC KEY-----`, or `RSA PUBLIC KEY` for RSA) for the `RS*`,
+    /// `PS*`, `ES*` and `EdDSA` algorithms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// URL of a JSON Web Key Set (`http://` or `https://`) holding the issuer's public keys;
+    /// the key is chosen by the token's `kid`. Fetched by the gateway and cached; never taken
+    /// from a token (`jku` / `x5u` are ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// With `jwks_url`: a token naming a `kid` the cached set lacks triggers a refetch at
+    /// most once per this interval (the set is also refreshed in the background when older
+    /// than 10 times this). 1s to 1h; default 30s.
+    #[serde(
+        default = "default_jwks_refetch",
+        skip_serializing_if = "is_default_jwks_refetch"
+    )]
+    pub jwks_refetch_interval: Dur,
+}
+
+fn default_jwks_refetch() -> Dur {
+    Dur::secs(30)
+}
+fn is_default_jwks_refetch(d: &Dur) -> bool {
+    *d == default_jwks_refetch()
+}
+
+/// A JWS signature algorithm (RFC 7518), pinned per credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 (`secret`).
+    HS256,
+    /// HMAC with SHA-384 (`secret`).
+    HS384,
+    /// HMAC with SHA-512 (`secret`).
+    HS512,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RSA `public_key` or `jwks_url`).
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA with P-256 and SHA-256 (EC `public_key` or `jwks_url`).
+    ES256,
+    /// ECDSA with P-384 and SHA-384.
+    ES384,
+    /// Ed25519 (Ed25519 `public_key` or `jwks_url`).
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// The name used in JOSE headers and in the config (`HS256`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
+    /// An HMAC algorithm (keyed by a shared secret).
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
 
 /// A custom filter plugin.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -231,7 +231,41 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
             );
         }
     }
+    check_jwt_credentials(&mut issues, cfg);
     issues.0
+}
+
+/// Each JWT credential on its own, then across consumers: a `key_id` names one credential,
+/// and an issuer has at most one credential without `key_id` (the one its tokens without a
+/// known `kid` use).
+fn check_jwt_credentials(issues: &mut Issues, cfg: &GatewayConfig) {
+    let mut key_ids: HashMap<&str, String> = HashMap::new();
+    let mut issuers: HashMap<&str, String> = HashMap::new();
+    for (i, c) in cfg.consumers.iter().enumerate() {
+        for (j, cred) in c.jwt.iter().enumerate() {
+            let path = format!("consumers[{i}].jwt[{j}]");
+            for (field, message) in crate::jwt::check_credential(cred) {
+                issues.add(format!("{path}.{field}"), message);
+            }
+            let (field, taken, value) = match &cred.key_id {
+                Some(kid) => ("key_id", &mut key_ids, kid.as_str()),
+                None => ("issuer", &mut issuers, cred.issuer.as_str()),
+            };
+            if let Some(first) = taken.get(value) {
+                let message = if field == "key_id" {
+                    format!("key_id {value:?} is also used by {first}")
+                } else {
+                    format!(
+                        "issuer {value:?} already has a credential without key_id ({first}); \
+                         give each of them a key_id"
+                    )
+                };
+                issues.add(format!("{path}.{field}"), message);
+            } else {
+                taken.insert(value, path);
+            }
+        }
+    }
 }
 
 fn check_addr(issues: &mut Issues, path: &str, value: &str) {

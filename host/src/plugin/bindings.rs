@@ -15,6 +15,7 @@ wasmtime::component::bindgen!({
     imports: {
         "ferrox:filter/counters": async | trappable,
         "ferrox:filter/cache": async | trappable,
+        "ferrox:filter/crypto": async | trappable,
         default: trappable,
     },
     exports: { default: async },
@@ -450,6 +451,18 @@ impl ferrox::filter::credentials::Host for HostState {
     fn consumer_for_key(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.note("credentials");
         Ok(self.services.credentials.load().consumer_for_key(&key))
+    }
+    fn jwt_credential_for(
+        &mut self,
+        issuer: Option<String>,
+        key_id: Option<String>,
+    ) -> wasmtime::Result<Option<ferrox::filter::credentials::JwtCredential>> {
+        self.note("credentials");
+        Ok(super::crypto::jwt_credential_for(
+            &self.services,
+            issuer.as_deref(),
+            key_id.as_deref(),
+        ))
     }
 }
 

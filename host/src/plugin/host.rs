@@ -23,6 +23,8 @@ pub struct Services {
     pub credentials: ArcSwap<Credentials>,
     /// Metrics registry (plugin metrics live there too).
     pub metrics: Metrics,
+    /// JWKS key sets fetched for JWT credentials, by URL (kept across configs).
+    pub jwks: crate::jwt::jwks::JwksCache,
 }
 
 impl Services {
@@ -37,14 +39,17 @@ impl Services {
             state: ArcSwap::from_pointee(state),
             credentials: ArcSwap::from_pointee(Credentials::default()),
             metrics,
+            jwks: Default::default(),
         })
     }
 }
 
-/// API keys by SHA-256 digest. Plaintext keys are never stored.
+/// API keys by SHA-256 digest (plaintext keys are never stored) and JWT credentials.
 #[derive(Debug, Default)]
 pub struct Credentials {
     by_digest: HashMap<[u8; 32], String>,
+    /// JWT credentials (keys stay here; filters get ids).
+    pub jwt: crate::jwt::JwtCredentials,
 }
 
 impl Credentials {
@@ -61,7 +66,10 @@ impl Credentials {
                 ));
             }
         }
-        Ok(Self { by_digest })
+        Ok(Self {
+            by_digest,
+            jwt: Default::default(),
+        })
     }
 
     /// The consumer owning a presented key.

@@ -8,6 +8,7 @@
 //!   [`FilterPool`] (warm instances of one plugin with one config, for one route).
 
 pub mod bindings;
+mod crypto;
 pub mod engine;
 pub mod host;
 pub mod response_cache;
@@ -25,13 +26,14 @@ pub use engine::PluginEngine;
 use host::{HostState, Services};
 
 /// Host services a plugin can be granted, as named in the config's `grants`.
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     "log",
     "clock",
     "counters",
     "cache",
     "credentials",
     "metrics",
+    "crypto",
     "response-cache",
 ];
 

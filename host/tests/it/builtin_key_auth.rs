@@ -298,7 +298,7 @@ async fn query_mode_reads_and_strips_only_the_configured_parameter() {
 
 /// A tracing subscriber that keeps every event (with its fields) and span as text.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Capture(Arc<Mutex<Vec<String>>>);
 
 struct Fields<'a>(&'a mut String);
 
@@ -311,7 +311,7 @@ impl tracing::field::Visit for Fields<'_> {
 /// One process-wide capture. A thread-scoped subscriber misses events whose callsites other
 /// tests (running in parallel without a subscriber) registered first, so the capture is the
 /// global default, installed once, and records only the gateway's own targets.
-fn global_capture() -> Capture {
+pub(crate) fn global_capture() -> Capture {
     static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
     CAPTURE
         .get_or_init(|| {
@@ -324,7 +324,7 @@ fn global_capture() -> Capture {
 }
 
 impl Capture {
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.0.lock().expect("capture lock").clone()
     }
     fn push(&self, line: String) {

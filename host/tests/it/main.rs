@@ -6,6 +6,7 @@ mod admin_api;
 mod admin_rbac;
 mod balance;
 mod builtin_cache;
+mod builtin_jwt_auth;
 mod builtin_key_auth;
 mod builtin_rate_limit;
 mod builtin_transform;

@@ -61,10 +61,11 @@ fn with_host<R>(f: impl FnOnce(&mut Host) -> R) -> R {
     HOST.with(|host| f(&mut host.borrow_mut()))
 }
 
-/// Forget everything: counters, cache, keys, logs, metrics, injected errors; the clock goes
+/// Forget everything: counters, cache, keys, JWT credentials, logs, metrics, injected errors; the clock goes
 /// back to [`DEFAULT_NOW_MS`]. Only needed when tests share a thread.
 pub fn reset() {
     with_host(|h| *h = Host::default());
+    super::jwt::reset();
     super::response_cache::clear();
 }
 

@@ -10,7 +10,9 @@
 //! - [`counters`](crate::counters) honour their fixed windows against that clock, the
 //!   [`cache`](crate::cache) its TTLs; [`set_counters_error`] / [`set_cache_error`] simulate a
 //!   state store that is down; tests may call both modules directly to inspect or seed state;
-//! - [`credentials`](crate::credentials) know the keys added with [`add_key`];
+//! - [`credentials`](crate::credentials) know the keys added with [`add_key`] and the JWT
+//!   credentials added with [`add_jwt_credential`]; [`crypto`](crate::crypto) verifies HMAC
+//!   tokens for real (sign them with [`sign_jwt`]);
 //! - the [`response_cache`](crate::response_cache) keeps what a filter marks storable (status
 //!   and headers) and [`run_exchange`] serves hits from it;
 //! - [`logs`], [`metric_counter`] and [`metric_histogram`] return what the filter recorded.
@@ -44,6 +46,7 @@
 
 mod headers;
 mod host;
+mod jwt;
 mod message;
 mod response_cache;
 #[cfg(test)]
@@ -53,6 +56,7 @@ pub use host::{
     DEFAULT_NOW_MS, LogRecord, add_key, advance_ms, logs, metric_counter, metric_histogram, reset,
     set_cache_error, set_counters_error, set_now_ms,
 };
+pub use jwt::{TestJwtKey, add_jwt_credential, jwt_verifications, sign_jwt};
 pub use message::{TestRequest, TestResponse};
 pub use response_cache::StoreCall;
 
@@ -64,6 +68,7 @@ pub(crate) mod backend {
         cache_get, cache_set, consumer_for_key, counter_add, histogram_observe, incr, incr_sliding,
         log, now_ms,
     };
+    pub(crate) use super::jwt::{jwt_credential_for, verify_jwt};
     pub(crate) use super::message::{RequestHandle, ResponseHandle};
     pub(crate) use super::response_cache::{
         response_cache_bypass, response_cache_lookup, response_cache_store,
