@@ -147,7 +147,10 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             let _ = rx.wait_for(|s| *s).await;
         },
     )));
-    let admin = crate::admin::router(control.clone(), token.clone());
+    let admin = crate::dashboard::mount(
+        crate::admin::router(control.clone(), token.clone()),
+        gateway.clone(),
+    );
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
         let served = axum::serve(admin_listener, admin)

@@ -22,6 +22,8 @@ pub struct Gateway {
     pub services: Arc<Services>,
     /// Serialises config applications so two reloads never interleave their builds.
     apply_lock: tokio::sync::Mutex<()>,
+    /// Finished requests for the live dashboard.
+    pub stats: crate::dashboard::StatsHub,
 }
 
 impl Gateway {
@@ -38,6 +40,7 @@ impl Gateway {
             metrics,
             services,
             apply_lock: tokio::sync::Mutex::new(()),
+            stats: crate::dashboard::StatsHub::new(),
         }))
     }
 

@@ -13,6 +13,7 @@
 //! - [`breaker`]: the sans-io circuit breaker.
 //! - [`error`]: the one place errors become responses.
 //! - [`metrics`]: every metric name; [`admin`]: `/health`, `/metrics`.
+//! - [`dashboard`]: the live web dashboard on the admin listener and its stats hub.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod breaker;
 pub mod builtin;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod control;
 pub mod demo;
 pub mod error;

@@ -60,6 +60,7 @@ pub async fn handle(
     let method = req.method().clone();
     let access_log = tracing::enabled!(target: "ferrox::access", tracing::Level::INFO);
     let path_for_log = access_log.then(|| req.uri().path().to_owned());
+    let path_for_stats: Box<str> = req.uri().path().into();
     gw.metrics.requests_in_flight.inc();
     let mut trace = Trace::default();
     let result = serve(&gw, &snap, req, conn, &rid, &mut trace).await;
@@ -112,6 +113,25 @@ pub async fn handle(
             .then(|| describe_filters(&trace.filters))
             .as_deref(),
     );
+    // The dashboard's one hook: a push into a bounded buffer, never a wait.
+    gw.stats.record(crate::dashboard::Sample {
+        id: rid.to_str().unwrap_or("").into(),
+        method: method_label(&method),
+        path: path_for_stats,
+        route: trace.route.as_ref().map(|r| r.name.clone()),
+        upstream: trace.upstream.as_ref().map(|u| u.name().into()),
+        target: trace.target.take(),
+        status: status.as_u16(),
+        micros: elapsed.as_micros() as u64,
+        upstream_micros: trace.upstream_time.map(|d| d.as_micros() as u64),
+        attempts: trace.attempts,
+        error: resp
+            .headers()
+            .get(crate::error::FERROX_ERROR)
+            .and_then(|v| v.to_str().ok())
+            .map(Into::into),
+        filters: std::mem::take(&mut trace.filters),
+    });
     Ok(resp)
 }
 
