@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # bench/proxy.sh: Ferrox vs nginx as a reverse proxy of the same tiny upstream
 # response, one worker pinned to one core. See bench/README.md.
+# With PEER=filters (what bench/filters-peer.sh sets), both sides also do the filters'
+# work: an API-key check, a Redis INCR + EXPIRE per request and one added response
+# header (nginx: Lua + lua-nginx-redis; Ferrox: key-auth, rate-limit and transform).
 #
 # Environment:
+#   PEER=proxy        proxy (plain proxying) or filters (the filters benchmark)
 #   DURATION=15s      measured wrk run (wrk syntax: 15s, 1m, or plain seconds)
 #   WARMUP=3s         warm-up wrk run before the measured run (0 to skip)
 #   CONNS=50          wrk connections
@@ -26,7 +30,17 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 KEEP_TMP=${KEEP_TMP:-0}
 READY_TIMEOUT_S=10
-TARGET_RATIO=0.90
+PEER=${PEER:-proxy}
+case "$PEER" in
+    proxy) TARGET_RATIO=0.90 NGINX_CONF=proxy.nginx.conf FERROX_CONF=ferrox.yaml ;;
+    filters) TARGET_RATIO=0.50 NGINX_CONF=filters.nginx.conf FERROX_CONF=ferrox-filters.yaml ;;
+    *) printf '[proxy-bench] ERROR: PEER must be proxy or filters (got %s)\n' "$PEER" >&2; exit 2 ;;
+esac
+# Headers every request carries (the filters benchmark authenticates with an API key).
+REQUEST_HEADERS=()
+[[ $PEER == filters ]] && REQUEST_HEADERS=(-H "apikey: bench-key")
+# Redis keys of this run (filters benchmark): a fresh prefix, removed at the end.
+PREFIX="ferrox-bench:$$:$RANDOM:"
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -82,6 +96,12 @@ ensure_deps() {
     for cmd in wrk curl taskset pgrep getconf timeout; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
     done
+    if [[ $PEER == filters ]]; then
+        # nginx + Lua peer: the Lua module and the Redis client (Debian packages).
+        [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
+        [[ -f /usr/share/lua/5.1/nginx/redis.lua ]] || missing+=(lua-nginx-redis)
+        command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+    fi
     if ((${#missing[@]})); then
         ((EUID == 0)) || die "missing packages: ${missing[*]}; run as root or: sudo apt-get install -y ${missing[*]}"
         command -v apt-get >/dev/null || die "missing packages: ${missing[*]} and no apt-get on this host"
@@ -95,6 +115,10 @@ ensure_deps() {
     ncpu=$(nproc)
     ((PROXY_CPU < ncpu && LOAD_CPU < ncpu)) \
         || die "need CPUs $PROXY_CPU and $LOAD_CPU but this host has $ncpu CPU(s)"
+    if [[ $PEER == filters ]]; then
+        [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]] \
+            || die "the filters benchmark needs Redis at 127.0.0.1:6379 (redis-cli ping)"
+    fi
 }
 
 FERROX_BIN_GIVEN=${FERROX_BIN:+1}
@@ -143,6 +167,10 @@ cleanup() {
         fi
     done
     wait 2>/dev/null || true
+    if [[ $PEER == filters ]] && command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "$PREFIX*" 2>/dev/null \
+            | xargs -r redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
+    fi
     if [[ -n $TMP && -d $TMP ]]; then
         if [[ $KEEP_TMP == 1 ]]; then
             log "temp dir kept: $TMP"
@@ -181,6 +209,7 @@ render() { # template out
         -e "s|@PORT@|${PORT:-}|g" \
         -e "s|@ADMIN_PORT@|${ADMIN_PORT:-}|g" \
         -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
+        -e "s|@PREFIX@|$PREFIX|g" \
         "$1" >"$2"
 }
 
@@ -194,7 +223,7 @@ wait_ready() {
             tail -n 30 "$@" >&2 2>/dev/null || true
             die "$name failed to start"
         fi
-        if curl -sf -o /dev/null --max-time 1 "$url"; then
+        if curl -sf -o /dev/null --max-time 1 "${REQUEST_HEADERS[@]}" "$url"; then
             return 0
         fi
         sleep 0.1
@@ -204,12 +233,20 @@ wait_ready() {
     die "$name did not become ready within ${READY_TIMEOUT_S}s"
 }
 
-# check_body NAME URL: the proxied response must be the upstream's.
+# check_body NAME URL [proxied]: the response must be the upstream's (for a proxy under test
+# in the filters benchmark: with the added header, and without a key the request is refused).
 check_body() {
     local body
-    body=$(curl -sf --max-time 2 "$2") || die "$1: GET $2 failed"
+    body=$(curl -sf --max-time 2 "${REQUEST_HEADERS[@]}" "$2") || die "$1: GET $2 failed"
     [[ $body == "hello from upstream" ]] \
         || die "$1: GET $2 returned '$body', expected 'hello from upstream'"
+    if [[ $PEER == filters && ${3:-} == proxied ]]; then
+        curl -sf -o /dev/null -D - --max-time 2 "${REQUEST_HEADERS[@]}" "$2" | grep -qi '^x-gateway:' \
+            || die "$1: the response lacks the added x-gateway header"
+        local refused
+        refused=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$2")
+        [[ $refused == 401 ]] || die "$1: a request without a key got $refused, expected 401"
+    fi
 }
 
 start_nginx() { # name cpu conf -> sets NGINX_PID
@@ -273,7 +310,7 @@ to_us() { # wrk latency "412.00us" | "1.23ms" | "1.01s" -> microseconds
 run_wrk() { # seconds url outfile
     local rc=0
     timeout $(($1 + 30)) taskset -c "$LOAD_CPU" \
-        wrk -t1 -c"$CONNS" -d"$1s" --timeout 5s --latency "$2" >"$3" 2>&1 || rc=$?
+        wrk -t1 -c"$CONNS" -d"$1s" --timeout 5s --latency "${REQUEST_HEADERS[@]}" "$2" >"$3" 2>&1 || rc=$?
     if ((rc != 0)); then
         cat "$3" >&2
         die "wrk against $2 failed (exit $rc)"
@@ -335,6 +372,7 @@ measure() {
 
 ensure_deps
 if want ferrox; then ensure_ferrox_bin; fi
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ferrox-proxy-bench.XXXXXX")
 log "temp dir: $TMP"
@@ -361,13 +399,13 @@ stop_pid() { # graceful stop of a side once measured
 
 if want nginx; then
     PORT=$(free_port)
-    render "$CONF_DIR/proxy.nginx.conf" "$TMP/proxy.conf"
+    render "$CONF_DIR/$NGINX_CONF" "$TMP/proxy.conf"
     start_nginx proxy "$PROXY_CPU" "$TMP/proxy.conf"
     NGINX_PROXY_PID=$NGINX_PID
     wait_ready "nginx proxy" "$NGINX_PROXY_PID" "http://127.0.0.1:$PORT/" \
         "$TMP/proxy.error.log" "$TMP/proxy.stdout.log"
     track_children "$NGINX_PROXY_PID"
-    check_body "nginx proxy" "http://127.0.0.1:$PORT/"
+    check_body "nginx proxy" "http://127.0.0.1:$PORT/" proxied
     log "nginx proxy: pid $NGINX_PROXY_PID on 127.0.0.1:$PORT (cpu $PROXY_CPU)"
     measure nginx "$NGINX_PROXY_PID" "http://127.0.0.1:$PORT/"
     stop_pid "$NGINX_PROXY_PID"
@@ -376,14 +414,14 @@ fi
 if want ferrox; then
     PORT=$(free_port)
     ADMIN_PORT=$(free_port)
-    render "$CONF_DIR/ferrox.yaml" "$TMP/ferrox.yaml"
+    render "$CONF_DIR/$FERROX_CONF" "$TMP/ferrox.yaml"
     (cd "$TMP" && FERROX_LOG=warn exec taskset -c "$PROXY_CPU" \
         "$FERROX_BIN" serve --config "$TMP/ferrox.yaml" --workers 1) \
         >"$TMP/ferrox.log" 2>&1 &
     FERROX_PID=$!
     STARTED_PIDS+=("$FERROX_PID")
     wait_ready "ferrox" "$FERROX_PID" "http://127.0.0.1:$ADMIN_PORT/health" "$TMP/ferrox.log"
-    check_body "ferrox" "http://127.0.0.1:$PORT/"
+    check_body "ferrox" "http://127.0.0.1:$PORT/" proxied
     log "ferrox: pid $FERROX_PID on 127.0.0.1:$PORT, admin $ADMIN_PORT (cpu $PROXY_CPU)"
     measure ferrox "$FERROX_PID" "http://127.0.0.1:$PORT/"
     stop_pid "$FERROX_PID"
@@ -419,9 +457,13 @@ fi
 
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 mkdir -p "$RESULTS_DIR"
-RESULT_FILE=$RESULTS_DIR/proxy-$STAMP.md
+RESULT_FILE=$RESULTS_DIR/$PEER-$STAMP.md
 {
-    echo "# Proxy benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    if [[ $PEER == filters ]]; then
+        echo "# Filters benchmark (nginx + Lua vs Ferrox + Wasm filters), $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    else
+        echo "# Proxy benchmark, $(date '+%Y-%m-%d %H:%M:%S %Z')"
+    fi
     echo
     table
     echo
@@ -429,6 +471,10 @@ RESULT_FILE=$RESULTS_DIR/proxy-$STAMP.md
     echo
     echo "- upstream: nginx, \`return 200 \"hello from upstream\\n\"\`, keepalive, cpu $LOAD_CPU (shared with wrk)"
     echo "- proxies: one worker, cpu $PROXY_CPU; wrk: \`-t1 -c$CONNS -d${DURATION_S}s --latency\` on cpu $LOAD_CPU after a ${WARMUP_S}s warm-up"
+    if [[ $PEER == filters ]]; then
+        echo "- work per request: API-key check, Redis INCR + EXPIRE (one round trip, keepalive), one added response header; nginx: \`$NGINX_CONF\`, ferrox: \`$FERROX_CONF\`"
+        echo "- load average before the run: $LOAD_BEFORE"
+    fi
     echo "- CPU µs/req = (utime+stime of the proxy's processes over the measured run) / requests; CLK_TCK=$CLK_TCK"
     for side in nginx ferrox; do
         [[ -n ${CPU_US[$side]:-} ]] || continue
