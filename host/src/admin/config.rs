@@ -93,10 +93,8 @@ pub struct DiffEntry {
     /// `routes/users-api`, `upstreams/users`, or a top-level field (`listen`, `server`).
     pub path: String,
     /// Before (secrets redacted).
-    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
     /// After (secrets redacted).
-    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
 }
 

@@ -89,12 +89,49 @@ fn api() -> OpenApiRouter<AdminState> {
         .merge(status::router())
 }
 
-/// The OpenAPI document of the admin API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the admin API, with the error answers every operation can give
+/// (bad input, no token, role too low, store down, and for writes too large or invalid).
+pub fn openapi() -> serde_json::Value {
     let (_, doc) = OpenApiRouter::<AdminState>::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .merge(api())
         .split_for_parts();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return doc;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            let mut common = vec![("400", "Bad request (parameters or body)")];
+            if path != "/health" {
+                common.push(("401", "No valid bearer token"));
+                common.push(("403", "The caller's role is too low"));
+                common.push(("503", "The config store is unavailable"));
+            }
+            if path.contains('{') {
+                common.push(("404", "No such resource"));
+            }
+            if matches!(method.as_str(), "post" | "put" | "patch") {
+                common.push(("413", "Body too large"));
+                common.push(("422", "Invalid"));
+            }
+            for (code, description) in common {
+                responses.entry(code).or_insert_with(|| {
+                    serde_json::json!({
+                        "description": description,
+                        "content": { "application/json": {
+                            "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
+                    })
+                });
+            }
+        }
+    }
     doc
 }
 
@@ -102,8 +139,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(control: Arc<ControlPlane>, token: Arc<str>) -> Router {
     let state = AdminState { control, token };
     let (protected, _) = api().split_for_parts();
-    let document: Arc<serde_json::Value> =
-        Arc::new(serde_json::to_value(openapi()).unwrap_or_default());
+    let document: Arc<serde_json::Value> = Arc::new(openapi());
     let protected = protected.route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_auth,

@@ -173,7 +173,7 @@ struct UploadParams {
 /// host services `grants`; replaces a custom plugin of that name. Refused when the component
 /// imports a service it is not granted.
 #[utoipa::path(post, path = "/plugins", tag = "plugins", params(UploadParams),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component"),
     responses((status = 201, description = "Stored", body = PluginDetail),
         (status = 409, description = "The name is a built-in plugin's", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),

@@ -187,7 +187,6 @@ struct FilterPatch {
     position: Option<usize>,
     /// New filter config (judged by the filter's `init`).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
     config: Option<serde_json::Value>,
     /// New failure policy.
     #[serde(default)]

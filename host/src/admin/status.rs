@@ -171,10 +171,8 @@ struct AuditView {
     /// To what.
     resource: String,
     /// Before the change.
-    #[schema(value_type = Option<Object>)]
     before: Option<serde_json::Value>,
     /// After the change.
-    #[schema(value_type = Option<Object>)]
     after: Option<serde_json::Value>,
 }
 

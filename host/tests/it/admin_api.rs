@@ -955,6 +955,15 @@ async fn the_openapi_document_lists_every_route() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every protected operation documents the error answers it can give.
+    for (path, methods) in expected.iter().filter(|(p, _)| *p != "/health") {
+        for m in *methods {
+            let responses = &doc["paths"][*path][*m]["responses"];
+            for code in ["400", "401", "403", "503"] {
+                assert!(responses[code].is_object(), "{m} {path} does not document {code}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
