@@ -273,137 +273,146 @@ async fn every_classic_pitfall_is_refused() {
     let gw = &s.gw;
     let (_, rsa_public) = rsa_keys();
     let t = now();
+    let alice_key = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    let good = hs256(&claims("alice-app"));
+    // Tampered payload with the original signature.
+    let tampered = {
+        let (header, rest) = good.split_once('.').expect("parts");
+        let (_, signature) = rest.split_once('.').expect("parts");
+        let admin = json!({ "iss": "alice-app", "sub": "admin", "exp": t + 600 });
+        format!(
+            "{header}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(admin.to_string())
+        )
+    };
+    // jku / x5u: an attacker's key set is never fetched nor used.
+    let evil = ec_key("k1");
+    let evil_jwks = Jwks::start(vec![evil.jwk.clone()]).await;
+    let mut evil_header = with_kid(Algorithm::ES256, "k1");
+    evil_header.jku = Some(evil_jwks.url());
+    evil_header.x5u = Some(evil_jwks.url());
 
-    // alg none, with or without a signature.
-    let none = format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims("alice-app").to_string())
-    );
-    assert_401(
-        &bearer(gw, "/jwt", &none).await,
-        "unsigned tokens are not accepted",
-        "invalid_token",
-        &none,
-    );
-
-    // RS/HS confusion: HS256 signed with bob's RSA public key PEM as the HMAC secret.
-    let confused = sign(
-        Header::new(Algorithm::HS256),
-        &claims("bob-app"),
-        &EncodingKey::from_secret(rsa_public.as_bytes()),
-    );
-    assert_401(
-        &bearer(gw, "/jwt", &confused).await,
-        "the token's algorithm is not accepted",
-        "invalid_token",
-        &confused,
-    );
-
-    // Another algorithm than the pinned one, with the right secret.
-    let hs384 = sign(
-        Header::new(Algorithm::HS384),
-        &claims("alice-app"),
-        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
-    );
-    assert_401(
-        &bearer(gw, "/jwt", &hs384).await,
-        "the token's algorithm is not accepted",
-        "invalid_token",
-        &hs384,
-    );
-
-    // Expired (beyond the leeway), no exp, nbf in the future.
-    let expired = hs256(&json!({ "iss": "alice-app", "exp": t - 120 }));
-    assert_401(
-        &bearer(gw, "/jwt", &expired).await,
-        "the token has expired",
-        "invalid_token",
-        &expired,
-    );
-    let no_exp = hs256(&json!({ "iss": "alice-app" }));
-    assert_401(
-        &bearer(gw, "/jwt", &no_exp).await,
-        "the token has no expiry (exp)",
-        "invalid_token",
-        &no_exp,
-    );
-    let early = hs256(&json!({ "iss": "alice-app", "exp": t + 600, "nbf": t + 300 }));
-    assert_401(
-        &bearer(gw, "/jwt", &early).await,
-        "the token is not valid yet",
-        "invalid_token",
-        &early,
-    );
-
-    // Leeway: expired 20 s ago passes with the default 60 s, not with leeway 0.
-    let recent = hs256(&json!({ "iss": "alice-app", "exp": t - 20 }));
-    assert_eq!(bearer(gw, "/jwt", &recent).await.status, 200);
-    assert_401(
-        &bearer(gw, "/strict", &recent).await,
-        "the token has expired",
-        "invalid_token",
-        &recent,
-    );
-
-    // Wrong issuer; the right signature but another issuer than the credential's.
-    let stranger = hs256(&claims("mallory-app"));
-    assert_401(
-        &bearer(gw, "/jwt", &stranger).await,
-        "the token's issuer or key id is not known",
-        "invalid_token",
-        &stranger,
-    );
-    let kid_other_iss = sign(
-        with_kid(Algorithm::ES256, "carol-k1"),
-        &claims("alice-app"),
-        &s.carol.signing,
-    );
-    assert_401(
-        &bearer(gw, "/jwt", &kid_other_iss).await,
-        "the token's issuer is not accepted",
-        "invalid_token",
-        &kid_other_iss,
-    );
-
-    // Audience: required on /aud.
-    let no_aud = hs256(&claims("alice-app"));
-    assert_401(
-        &bearer(gw, "/aud", &no_aud).await,
-        "the token's audience is not accepted",
-        "invalid_token",
-        &no_aud,
-    );
-    let wrong_aud = hs256(&json!({ "iss": "alice-app", "exp": t + 600, "aud": "billing" }));
-    assert_401(
-        &bearer(gw, "/aud", &wrong_aud).await,
-        "the token's audience is not accepted",
-        "invalid_token",
-        &wrong_aud,
-    );
-    let api = hs256(&json!({ "iss": "alice-app", "exp": t + 600, "aud": ["x", "api"] }));
-    assert_eq!(bearer(gw, "/aud", &api).await.status, 200);
-
-    // Unknown kid: carol's issuer only has a credential with key id.
-    let unknown_kid = sign(
-        with_kid(Algorithm::ES256, "carol-k2"),
-        &claims("carol-app"),
-        &s.carol.signing,
-    );
-    assert_401(
-        &bearer(gw, "/jwt", &unknown_kid).await,
-        "the token's issuer or key id is not known",
-        "invalid_token",
-        &unknown_kid,
-    );
+    // (what, route, token, message)
+    let cases = [
+        (
+            "alg none",
+            "/jwt",
+            format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+                URL_SAFE_NO_PAD.encode(claims("alice-app").to_string())
+            ),
+            "unsigned tokens are not accepted",
+        ),
+        (
+            "RS/HS confusion: HS256 with bob's RSA public key PEM as the secret",
+            "/jwt",
+            sign(
+                Header::new(Algorithm::HS256),
+                &claims("bob-app"),
+                &EncodingKey::from_secret(rsa_public.as_bytes()),
+            ),
+            "the token's algorithm is not accepted",
+        ),
+        (
+            "another algorithm than the pinned one, right secret",
+            "/jwt",
+            sign(
+                Header::new(Algorithm::HS384),
+                &claims("alice-app"),
+                &alice_key,
+            ),
+            "the token's algorithm is not accepted",
+        ),
+        (
+            "expired beyond the leeway",
+            "/jwt",
+            hs256(&json!({ "iss": "alice-app", "exp": t - 120 })),
+            "the token has expired",
+        ),
+        (
+            "no exp",
+            "/jwt",
+            hs256(&json!({ "iss": "alice-app" })),
+            "the token has no expiry (exp)",
+        ),
+        (
+            "nbf in the future",
+            "/jwt",
+            hs256(&json!({ "iss": "alice-app", "exp": t + 600, "nbf": t + 300 })),
+            "the token is not valid yet",
+        ),
+        (
+            "expired 20 s ago with leeway 0",
+            "/strict",
+            hs256(&json!({ "iss": "alice-app", "exp": t - 20 })),
+            "the token has expired",
+        ),
+        (
+            "unknown issuer",
+            "/jwt",
+            hs256(&claims("mallory-app")),
+            "the token's issuer or key id is not known",
+        ),
+        (
+            "carol's kid with another issuer",
+            "/jwt",
+            sign(
+                with_kid(Algorithm::ES256, "carol-k1"),
+                &claims("alice-app"),
+                &s.carol.signing,
+            ),
+            "the token's issuer is not accepted",
+        ),
+        (
+            "no aud where one is required",
+            "/aud",
+            good.clone(),
+            "the token's audience is not accepted",
+        ),
+        (
+            "wrong aud",
+            "/aud",
+            hs256(&json!({ "iss": "alice-app", "exp": t + 600, "aud": "billing" })),
+            "the token's audience is not accepted",
+        ),
+        (
+            "unknown kid (carol's issuer only has a credential with key id)",
+            "/jwt",
+            sign(
+                with_kid(Algorithm::ES256, "carol-k2"),
+                &claims("carol-app"),
+                &s.carol.signing,
+            ),
+            "the token's issuer or key id is not known",
+        ),
+        (
+            "tampered payload",
+            "/jwt",
+            tampered,
+            "the token's signature is not valid",
+        ),
+        (
+            "jku/x5u to the attacker's key set",
+            "/jwt",
+            sign(evil_header, &claims("dave-app"), &evil.signing),
+            "the token's signature is not valid",
+        ),
+    ];
+    for (what, route, token, message) in &cases {
+        let r = bearer(gw, route, token).await;
+        assert_eq!(r.status, 401, "{what}");
+        assert_401(&r, message, "invalid_token", token);
+    }
+    assert_eq!(evil_jwks.hits(), 0, "the token's jku/x5u was followed");
 
     // Two tokens: the header twice, or header and query.
-    let good = hs256(&claims("alice-app"));
+    let bearer_good = format!("Bearer {good}");
     let twice = get_with(
         &gw.url("/jwt"),
         &[
-            ("authorization", &format!("Bearer {good}")),
-            ("authorization", &format!("Bearer {good}")),
+            ("authorization", &bearer_good),
+            ("authorization", &bearer_good),
         ],
     )
     .await;
@@ -415,7 +424,7 @@ async fn every_classic_pitfall_is_refused() {
     );
     let both = get_with(
         &gw.url(&format!("/query?jwt={good}")),
-        &[("authorization", &format!("Bearer {good}"))],
+        &[("authorization", &bearer_good)],
     )
     .await;
     assert_401(
@@ -425,35 +434,12 @@ async fn every_classic_pitfall_is_refused() {
         &good,
     );
 
-    // Tampered payload with the original signature.
-    let (header, rest) = good.split_once('.').expect("parts");
-    let (_, signature) = rest.split_once('.').expect("parts");
-    let admin = URL_SAFE_NO_PAD
-        .encode(json!({ "iss": "alice-app", "sub": "admin", "exp": t + 600 }).to_string());
-    let tampered = format!("{header}.{admin}.{signature}");
-    assert_401(
-        &bearer(gw, "/jwt", &tampered).await,
-        "the token's signature is not valid",
-        "invalid_token",
-        &tampered,
-    );
-
-    // jku / x5u: an attacker's key set is never fetched nor used.
-    let evil = ec_key("k1");
-    let evil_jwks = Jwks::start(vec![evil.jwk.clone()]).await;
-    let mut h = with_kid(Algorithm::ES256, "k1");
-    h.jku = Some(evil_jwks.url());
-    h.x5u = Some(evil_jwks.url());
-    let forged = sign(h, &claims("dave-app"), &evil.signing);
-    assert_401(
-        &bearer(gw, "/jwt", &forged).await,
-        "the token's signature is not valid",
-        "invalid_token",
-        &forged,
-    );
-    assert_eq!(evil_jwks.hits(), 0, "the token's jku/x5u was followed");
-
-    // Nothing refused reached the upstream: only the leeway and audience successes.
+    // The controls pass: leeway honoured, an accepted audience.
+    let recent = hs256(&json!({ "iss": "alice-app", "exp": t - 20 }));
+    assert_eq!(bearer(gw, "/jwt", &recent).await.status, 200);
+    let api = hs256(&json!({ "iss": "alice-app", "exp": t + 600, "aud": ["x", "api"] }));
+    assert_eq!(bearer(gw, "/aud", &api).await.status, 200);
+    // Nothing refused reached the upstream.
     assert_eq!(s.up.hits(), 2);
 }
 

@@ -448,48 +448,42 @@ fn unknown_issuer_or_kid_and_wrong_iss_are_refused() {
         JwtAlgorithm::HS256,
         TestJwtKey::Secret(b"carol".to_vec()),
     );
+    // A token signed with carol's secret.
+    let carol = |kid: &str, iss: &str| {
+        testing::sign_jwt(
+            JwtAlgorithm::HS256,
+            b"carol",
+            &json!({"alg": "HS256", "kid": kid}),
+            &json!({"iss": iss, "exp": NOW + 60}),
+        )
+    };
+    let mut mallory = claims();
+    mallory["iss"] = json!("mallory-app");
     let f = filter("{}");
-    let mut c = claims();
-    c["iss"] = json!("mallory-app");
-    assert_401(
-        run(&f, &bearer_req(&hs256(&c))),
-        "the token's issuer or key id is not known",
-        Some("invalid_token"),
-        &[],
-    );
-    // Unknown kid and no issuer credential without key id.
-    let t = testing::sign_jwt(
-        JwtAlgorithm::HS256,
-        b"carol",
-        &json!({"alg": "HS256", "kid": "k9"}),
-        &json!({"iss": "carol-app", "exp": NOW + 60}),
-    );
-    assert_401(
-        run(&f, &bearer_req(&t)),
-        "the token's issuer or key id is not known",
-        Some("invalid_token"),
-        &[],
-    );
-    // kid k1 is carol's, but the token claims another issuer.
-    let t = testing::sign_jwt(
-        JwtAlgorithm::HS256,
-        b"carol",
-        &json!({"alg": "HS256", "kid": "k1"}),
-        &json!({"iss": "alice-app", "exp": NOW + 60}),
-    );
-    assert_401(
-        run(&f, &bearer_req(&t)),
-        "the token's issuer is not accepted",
-        Some("invalid_token"),
-        &[],
-    );
+    let cases = [
+        // Nobody's issuer.
+        (hs256(&mallory), "the token's issuer or key id is not known"),
+        // Unknown kid, and carol's issuer has no credential without key id.
+        (
+            carol("k9", "carol-app"),
+            "the token's issuer or key id is not known",
+        ),
+        // kid k1 is carol's, but the token claims another issuer.
+        (
+            carol("k1", "alice-app"),
+            "the token's issuer is not accepted",
+        ),
+    ];
+    for (token, message) in &cases {
+        assert_401(
+            run(&f, &bearer_req(token)),
+            message,
+            Some("invalid_token"),
+            &[],
+        );
+    }
     // Right kid and issuer.
-    let t = testing::sign_jwt(
-        JwtAlgorithm::HS256,
-        b"carol",
-        &json!({"alg": "HS256", "kid": "k1"}),
-        &json!({"iss": "carol-app", "exp": NOW + 60}),
-    );
+    let t = carol("k1", "carol-app");
     let req = bearer_req(&t);
     assert_eq!(run(&f, &req), Flow::Continue);
     assert_eq!(req.request().consumer().as_deref(), Some("carol"));
