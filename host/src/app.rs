@@ -119,7 +119,14 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         })?;
     let store = match opts.store {
         Some(store) => store,
-        None => Arc::new(local_store(&opts.config, opts.config_path.as_deref())?),
+        None => match &opts.config.database_url {
+            Some(url) => Arc::new(crate::store::Store::Postgres(
+                crate::store::pg::open(url, &opts.config)
+                    .await
+                    .map_err(|e| StartError::Config(vec![store_issue(e)]))?,
+            )),
+            None => Arc::new(local_store(&opts.config, opts.config_path.as_deref())?),
+        },
     };
     let stored = store
         .load()
@@ -163,7 +170,17 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         }
     }));
     tasks.push(control.follow(stop_rx.clone()));
-    if let Some(path) = opts.config_path {
+    tasks.extend(crate::store::pg::attach(
+        &control.store,
+        &gateway,
+        &opts.config.request_logs,
+        stop_rx.clone(),
+    ));
+    // With PostgreSQL the document lives in the database: the file only gave bootstrap settings.
+    let watched = opts
+        .config_path
+        .filter(|_| !matches!(*control.store, crate::store::Store::Postgres(_)));
+    if let Some(path) = watched {
         tasks.push(crate::config::watch::spawn(
             control.clone(),
             path,

@@ -42,6 +42,12 @@ pub enum Command {
     /// Show what `apply` would change (a dry run); exits 0 when nothing would, 2 when something
     /// would.
     Diff(crate::admin::client::SyncArgs),
+    /// Apply pending PostgreSQL schema migrations (`serve` applies them too) and exit.
+    Migrate {
+        /// The database, `postgres://user[:password]@host[:port]/database`.
+        #[arg(long, env = "FERROX_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+    },
     /// Config file tools.
     Config {
         /// What to print.
@@ -94,6 +100,11 @@ pub struct ServeArgs {
     /// Admin bearer token (overrides `admin.token`); generated and printed once when unset.
     #[arg(long, env = "FERROX_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PostgreSQL config store (overrides `database_url`): upstreams, routes, consumers and
+    /// plugins live in the database, shared by every instance on it; the file (if any) gives
+    /// this instance's own settings and seeds an empty database.
+    #[arg(long, env = "FERROX_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Worker threads of the runtime (default: one per CPU).
     #[arg(long, env = "FERROX_WORKERS")]
     pub workers: Option<usize>,
@@ -126,6 +137,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(args),
+        Command::Migrate { database_url } => migrate(&database_url),
         Command::Apply(args) => crate::admin::client::main(args, false),
         Command::Diff(args) => crate::admin::client::main(args, true),
         Command::Plugin {
@@ -186,6 +198,44 @@ fn validate(file: &std::path::Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
+fn migrate(url: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let pool = match crate::store::pg::pool(&crate::store::pg::PgOptions::new(url)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match crate::store::pg::migrate(&pool).await {
+            Ok(applied) if applied.is_empty() => {
+                println!("the schema is up to date");
+                ExitCode::SUCCESS
+            }
+            Ok(applied) => {
+                for v in applied {
+                    println!("applied migration {v}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     crate::logging::init(&args.log, &args.log_format);
     // One worker: a current-thread runtime has no work-stealing or cross-thread wake-ups.
@@ -219,7 +269,12 @@ async fn run(args: ServeArgs) -> ExitCode {
         (None, _) => (config::load_str(QUICKSTART_YAML, &overrides), None),
     };
     let cfg = match loaded {
-        Ok(cfg) => cfg,
+        Ok(mut cfg) => {
+            if let Some(url) = &args.database_url {
+                cfg.database_url = Some(url.clone());
+            }
+            cfg
+        }
         Err(e) => {
             for issue in e.issues() {
                 eprintln!("{issue}");

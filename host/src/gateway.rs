@@ -24,6 +24,8 @@ pub struct Gateway {
     apply_lock: tokio::sync::Mutex<()>,
     /// Finished requests for the live dashboard.
     pub stats: crate::dashboard::StatsHub,
+    /// Request logs to PostgreSQL, set once at start in PostgreSQL mode.
+    pub request_log: std::sync::OnceLock<crate::reqlog::RequestLog>,
 }
 
 impl Gateway {
@@ -41,6 +43,7 @@ impl Gateway {
             services,
             apply_lock: tokio::sync::Mutex::new(()),
             stats: crate::dashboard::StatsHub::new(),
+            request_log: std::sync::OnceLock::new(),
         }))
     }
 

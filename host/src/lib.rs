@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod proxy;
+pub mod reqlog;
 pub mod router;
 pub mod scaffold;
 pub mod snapshot;

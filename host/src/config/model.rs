@@ -50,6 +50,52 @@ pub struct GatewayConfig {
     /// Custom filter plugins (WebAssembly components) and the host services granted to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginConfig>,
+    /// PostgreSQL config store, `postgres://user[:password]@host[:port]/database` (or
+    /// `--database-url` / `FERROX_DATABASE_URL`). When set, upstreams, routes, consumers and
+    /// plugins live in the database (this file seeds an empty one) and every instance on it
+    /// follows changes; the other settings here stay this instance's own. Never written back
+    /// out (it may carry a password).
+    #[serde(default, skip_serializing)]
+    pub database_url: Option<String>,
+    /// Request logs written to PostgreSQL (only with `database_url`).
+    #[serde(default, skip_serializing_if = "RequestLogsConfig::is_default")]
+    pub request_logs: RequestLogsConfig,
+}
+
+/// Request logs in PostgreSQL: one row per request, queued in memory and inserted in batches;
+/// when the queue is full, entries are dropped and counted (`ferrox_request_log_dropped_total`),
+/// never waited for.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogsConfig {
+    /// Write request logs (when a database is configured). Default true.
+    pub enabled: bool,
+    /// Rows older than this are deleted (checked every minute). Default 7d.
+    pub retention: Dur,
+    /// Entries waiting to be written; beyond it new ones are dropped. Default 10000.
+    pub queue: usize,
+    /// Most rows per insert. Default 500.
+    pub batch: usize,
+    /// A partial batch is written after this long. Default 200ms.
+    pub flush_interval: Dur,
+}
+
+impl Default for RequestLogsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention: Dur::secs(7 * 24 * 3600),
+            queue: 10_000,
+            batch: 500,
+            flush_interval: Dur::millis(200),
+        }
+    }
+}
+
+impl RequestLogsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_listen() -> String {
@@ -567,7 +613,6 @@ impl JwtAlgorithm {
         matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
     }
 }
-
 
 /// A custom filter plugin.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -100,6 +100,33 @@ pub fn parse_target(raw: &str) -> Result<TargetAddr, String> {
     Ok(TargetAddr { scheme, authority })
 }
 
+/// `database_url` and `request_logs`.
+fn check_database(issues: &mut Issues, cfg: &GatewayConfig) {
+    if let Some(url) = &cfg.database_url
+        && let Err(e) = crate::store::pg::connect_options(url)
+    {
+        issues.add(
+            "database_url",
+            e.to_string().trim_start_matches("database_url: "),
+        );
+    }
+    let rl = &cfg.request_logs;
+    if rl.queue == 0 || rl.queue > 1_000_000 {
+        issues.add("request_logs.queue", "must be between 1 and 1000000");
+    }
+    if rl.batch == 0 || rl.batch > 10_000 {
+        issues.add("request_logs.batch", "must be between 1 and 10000");
+    }
+    if rl.flush_interval.0 < std::time::Duration::from_millis(1)
+        || rl.flush_interval.0 > std::time::Duration::from_secs(60)
+    {
+        issues.add("request_logs.flush_interval", "must be between 1ms and 60s");
+    }
+    if rl.retention.0 < std::time::Duration::from_secs(60) {
+        issues.add("request_logs.retention", "must be at least 1m");
+    }
+}
+
 /// Validate a parsed document; returns every issue found (empty when valid).
 pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     let mut issues = Issues::default();
@@ -122,6 +149,7 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     if let Err(message) = crate::state::check_state(&cfg.state) {
         issues.add("state", message);
     }
+    check_database(&mut issues, cfg);
     let so = &cfg.state_options;
     if so.timeout.0 < std::time::Duration::from_millis(1)
         || so.timeout.0 > std::time::Duration::from_secs(10)

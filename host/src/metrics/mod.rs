@@ -64,6 +64,11 @@ pub struct Metrics {
     pub plugin_counters: IntCounterVec,
     /// `ferrox_plugin_histogram{plugin,name}`: histograms filters publish.
     pub plugin_histograms: HistogramVec,
+    /// `ferrox_store_up`: 1 while the config store answers (PostgreSQL reachable), else 0.
+    pub store_up: IntGauge,
+    /// `ferrox_request_log_dropped_total`: request log entries dropped (queue full or a batch
+    /// PostgreSQL refused).
+    pub request_log_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,6 +131,21 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let store_up = IntGauge::new(
+            "ferrox_store_up",
+            "1 while the config store answers (PostgreSQL reachable), 0 while it does not.",
+        )
+        .expect("valid metric definition");
+        store_up.set(1);
+        r.register(Box::new(store_up.clone()))
+            .expect("metric registered once");
+        let request_log_dropped = IntCounter::new(
+            "ferrox_request_log_dropped_total",
+            "Request log entries dropped: queue full, or a batch PostgreSQL refused.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(request_log_dropped.clone()))
+            .expect("metric registered once");
         let websocket_tunnels = IntCounter::new(
             "ferrox_websocket_tunnels_total",
             "WebSocket connections tunnelled after the upstream's 101.",
@@ -221,6 +241,8 @@ impl Metrics {
                 &["plugin", "name"],
             ),
             config_reloads,
+            store_up,
+            request_log_dropped,
             connections_active,
             requests_in_flight,
             websocket_tunnels,

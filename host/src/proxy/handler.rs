@@ -46,6 +46,7 @@ struct Trace {
     upstream_time: Option<Duration>,
     attempts: u32,
     filters: Vec<FilterRecord>,
+    consumer: Option<String>,
 }
 
 /// Serve one request. Never fails: every error becomes a response here.
@@ -61,6 +62,7 @@ pub async fn handle(
     let access_log = tracing::enabled!(target: "ferrox::access", tracing::Level::INFO);
     let path_for_log = access_log.then(|| req.uri().path().to_owned());
     let path_for_stats: Box<str> = req.uri().path().into();
+    let request_bytes = declared_length(req.headers()).ok().flatten();
     gw.metrics.requests_in_flight.inc();
     let mut trace = Trace::default();
     let result = serve(&gw, &snap, req, conn, &rid, &mut trace).await;
@@ -113,6 +115,26 @@ pub async fn handle(
             .then(|| describe_filters(&trace.filters))
             .as_deref(),
     );
+    // Request logs (PostgreSQL mode): a try_send into a bounded queue, never a wait.
+    if let Some(log) = gw.request_log.get() {
+        log.record(crate::reqlog::Entry {
+            request_id: rid.to_str().unwrap_or("").to_owned(),
+            at: {
+                let now = std::time::SystemTime::now();
+                now.checked_sub(elapsed).unwrap_or(now)
+            },
+            route: trace.route.as_ref().map(|r| r.name.clone()),
+            consumer: trace.consumer.take(),
+            method: method_label(&method),
+            path: path_for_stats.clone(),
+            status: status.as_u16(),
+            duration_us: elapsed.as_micros() as u64,
+            upstream_us: trace.upstream_time.map(|d| d.as_micros() as u64),
+            request_bytes,
+            response_bytes: declared_length(resp.headers()).ok().flatten(),
+            filters: trace.filters.clone(),
+        });
+    }
     // The dashboard's one hook: a push into a bounded buffer, never a wait.
     gw.stats.record(crate::dashboard::Sample {
         id: rid.to_str().unwrap_or("").into(),
@@ -235,6 +257,7 @@ async fn serve(
         .pipeline
         .on_request(&mut state, &gw.metrics, &mut trace.filters)
         .await;
+    trace.consumer = state.as_ref().and_then(|s| s.consumer.clone());
     let (response, source) = match outcome {
         RequestOutcome::Failed => return Err(GatewayError::Filter),
         RequestOutcome::Respond(reply) => {

@@ -4,9 +4,11 @@
 //! concurrency). Every instance follows [`Store::changes`] and applies newer versions.
 //!
 //! Backends: [`MemoryStore`] (nothing persists; `--demo`), [`FileStore`] (the YAML file is the
-//! document; users, tokens and audit in a sidecar file next to it).
+//! document; users, tokens and audit in a sidecar file next to it), [`pg::PgStore`] (PostgreSQL,
+//! shared by every instance on one database; changes arrive by LISTEN/NOTIFY).
 
 mod local;
+pub mod pg;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -177,6 +179,8 @@ pub enum Store {
     Memory(MemoryStore),
     /// The YAML file plus its sidecar admin file.
     File(FileStore),
+    /// PostgreSQL, shared by every instance on the database.
+    Postgres(pg::PgStore),
 }
 
 macro_rules! dispatch {
@@ -184,6 +188,7 @@ macro_rules! dispatch {
         match $self {
             Store::Memory($s) => $e,
             Store::File($s) => $e,
+            Store::Postgres($s) => $e,
         }
     };
 }
@@ -292,6 +297,7 @@ impl Store {
         match self {
             Store::Memory(_) => "memory",
             Store::File(_) => "file",
+            Store::Postgres(_) => "postgres",
         }
     }
 
