@@ -12,7 +12,9 @@
 //! - [`proxy`]: downstream server, request handler, upstream client, LB, health, WebSocket.
 //! - [`breaker`]: the sans-io circuit breaker.
 //! - [`error`]: the one place errors become responses.
-//! - [`metrics`]: every metric name; [`admin`]: `/health`, `/metrics`.
+//! - [`metrics`]: every metric name; [`admin`]: `/health`, `/metrics` and the admin API.
+//! - [`store`]: the config store (memory, file, PostgreSQL); [`control`]: how admin writes and
+//!   store changes reach the snapshot.
 //! - [`dashboard`]: the live web dashboard on the admin listener and its stats hub.
 #![deny(unsafe_code)]
 
@@ -23,8 +25,8 @@ pub mod breaker;
 pub mod builtin;
 pub mod cli;
 pub mod config;
-pub mod dashboard;
 pub mod control;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod gateway;

@@ -35,6 +35,19 @@ pub async fn call_as(
     send(b.body(Full::new(bytes)).expect("request")).await
 }
 
+/// Call with the bootstrap token and check the answer's status.
+async fn expect(
+    gw: &Gw,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    status: StatusCode,
+) -> Resp {
+    let r = call(gw, method.clone(), path, body).await;
+    assert_eq!(r.status, status, "{method} {path}: {:?}", r.body);
+    r
+}
+
 /// Call with the bootstrap token.
 pub async fn call(gw: &Gw, method: Method, path: &str, body: Option<Value>) -> Resp {
     call_as(gw, TOKEN, method, path, body).await
@@ -253,24 +266,30 @@ async fn filters_attached_through_the_api_take_effect_on_the_next_request() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.json()["path"], "position");
     // Detach both.
-    assert_eq!(
-        call(&gw, Method::DELETE, "/routes/r/filters/1", None)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        call(&gw, Method::DELETE, "/routes/r/filters/0", None)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        call(&gw, Method::DELETE, "/routes/r/filters/0", None)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
+    expect(
+        &gw,
+        Method::DELETE,
+        "/routes/r/filters/1",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    expect(
+        &gw,
+        Method::DELETE,
+        "/routes/r/filters/0",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    expect(
+        &gw,
+        Method::DELETE,
+        "/routes/r/filters/0",
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let resp = get(&gw.url("/x")).await;
     assert_eq!(resp.header("x-one"), None);
     assert_eq!(resp.header("x-two"), None);
@@ -409,18 +428,22 @@ async fn consumer_keys_are_shown_once_and_stored_hashed() {
         .status,
         StatusCode::NOT_FOUND
     );
-    assert_eq!(
-        call(&gw, Method::POST, "/consumers/bob/keys", None)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        call(&gw, Method::DELETE, "/consumers/alice", None)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
+    expect(
+        &gw,
+        Method::POST,
+        "/consumers/bob/keys",
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect(
+        &gw,
+        Method::DELETE,
+        "/consumers/alice",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -461,18 +484,22 @@ async fn jwt_credentials_are_listed_without_secrets() {
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        call(&gw, Method::DELETE, "/consumers/app/jwt/0", None)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        call(&gw, Method::DELETE, "/consumers/app/jwt/0", None)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
-    );
+    expect(
+        &gw,
+        Method::DELETE,
+        "/consumers/app/jwt/0",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    expect(
+        &gw,
+        Method::DELETE,
+        "/consumers/app/jwt/0",
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -719,10 +746,14 @@ async fn revoked_and_expired_tokens_are_refused() {
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     // Deleting the user ends their tokens.
-    assert_eq!(
-        call(&gw, Method::DELETE, "/users/eve", None).await.status,
-        StatusCode::NO_CONTENT
-    );
+    expect(
+        &gw,
+        Method::DELETE,
+        "/users/eve",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     assert_eq!(
         call_as(&gw, &fresh, Method::GET, "/routes", None)
             .await
@@ -878,10 +909,14 @@ async fn plugins_upload_inspect_and_grants() {
             .status,
         StatusCode::BAD_REQUEST
     );
-    assert_eq!(
-        call(&gw, Method::GET, "/plugins/nope", None).await.status,
-        StatusCode::NOT_FOUND
-    );
+    expect(
+        &gw,
+        Method::GET,
+        "/plugins/nope",
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -960,7 +995,10 @@ async fn the_openapi_document_lists_every_route() {
         for m in *methods {
             let responses = &doc["paths"][*path][*m]["responses"];
             for code in ["400", "401", "403", "503"] {
-                assert!(responses[code].is_object(), "{m} {path} does not document {code}");
+                assert!(
+                    responses[code].is_object(),
+                    "{m} {path} does not document {code}"
+                );
             }
         }
     }
