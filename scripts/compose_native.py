@@ -18,8 +18,9 @@ Dockerfile. What cannot be the same on one host is mapped, and only that:
 Checks: migrations complete; both gateways report healthy; a request through each is proxied
 to the upstream with the route's filters applied; rate-limit counters of both instances land in
 the same Redis keys; Prometheus scrapes both gateways with the token and loads the alert rules;
-in PostgreSQL mode, a route created through gateway-1's admin API serves on gateway-2; SIGTERM
-stops each gateway cleanly (exit 0). Exit status 1 when a check failed or a feature the file
+in PostgreSQL mode, a route created through gateway-1's admin API serves on gateway-2, and
+gateway-1 restarted (SIGTERM, exit 0, started again) comes back with that route while gateway-2
+answers every request meanwhile; SIGTERM stops each gateway cleanly (exit 0). Exit status 1 when a check failed or a feature the file
 uses is missing from the binary.
 """
 
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -115,8 +117,9 @@ def free_port() -> int:
 class Proc:
     def __init__(self, name, argv, env, logdir):
         self.name = name
+        self.argv, self.env, self.logdir = argv, env, logdir
         self.log_path = logdir / f"{name}.log"
-        self.log_file = open(self.log_path, "wb")
+        self.log_file = open(self.log_path, "ab")
         self.p = subprocess.Popen(
             argv,
             env=env,
@@ -224,6 +227,7 @@ class Topology:
         self.ports: dict[tuple[str, int], int] = {}
         self.procs: dict[str, Proc] = {}
         self.db_created = False
+        self.completed: set[str] = set()
         help_all = subprocess.run([FERROX, "--help"], capture_output=True, text=True).stdout
         self.serve_help = subprocess.run(
             [FERROX, "serve", "--help"], capture_output=True, text=True
@@ -429,8 +433,9 @@ class Topology:
         kind = self.kind(name)
         proc = self.procs.get(name)
         if condition == "service_completed_successfully":
-            if proc is None:
+            if proc is None or name in self.completed:
                 return
+            self.completed.add(name)
             rc = proc.p.wait(READY_TIMEOUT)
             if rc == 0:
                 record("PASS", f"{name} completed", proc.tail(3).replace("\n", " | "))
@@ -618,6 +623,54 @@ class Topology:
             )
         except RuntimeError as e:
             record("FAIL", f"route created on {a} serves on {b}", str(e))
+            return
+        self.check_restart(a, b, f"/native-{self.suffix}/hello.json")
+
+    def check_restart(self, a, b, new_path):
+        """Restart `a` while `b` serves traffic: `a` drains and exits 0, comes back with the
+        route made through the admin API (read from PostgreSQL, not from its file), and `b`
+        answers every request meanwhile."""
+        stop = threading.Event()
+        counts = {"ok": 0, "failed": 0}
+
+        def traffic():
+            while not stop.is_set():
+                try:
+                    ok = http("GET", self.proxy_url(b) + "/demo/hello.json", timeout=2)[0] in (
+                        200,
+                        429,
+                    )
+                except OSError:
+                    ok = False
+                counts["ok" if ok else "failed"] += 1
+                time.sleep(0.01)
+
+        t = threading.Thread(target=traffic, daemon=True)
+        t.start()
+        try:
+            old = self.procs[a]
+            rc = old.stop(40)
+            if rc != 0:
+                record("FAIL", f"restart {a}", f"exit {rc} on SIGTERM")
+                return
+            self.procs[a] = Proc(a, old.argv, old.env, old.logdir)
+            self.wait_gateway(a)
+            status = http("GET", self.proxy_url(a) + new_path)[0]
+            record(
+                "PASS" if status == 200 else "FAIL",
+                f"{a} restarted comes back with the admin API's route (from PostgreSQL)",
+                f"GET {new_path} → {status}",
+            )
+        except RuntimeError as e:
+            record("FAIL", f"restart {a}", str(e))
+        finally:
+            stop.set()
+            t.join()
+        record(
+            "PASS" if counts["failed"] == 0 and counts["ok"] > 0 else "FAIL",
+            f"{b} serves while {a} restarts",
+            f"{counts['ok']} answered, {counts['failed']} failed",
+        )
 
     # --- stopping
     def down(self):
