@@ -17,6 +17,9 @@
 #   FERROX_BIN=...      binary (default ${CARGO_TARGET_DIR:-$HOME/.cache/ferrox-target}/release/ferrox,
 #                       built with `cargo build --release -p ferrox-host` when missing)
 #   REDIS_URL=redis://127.0.0.1:6379   the shared Redis (keys under a random prefix, deleted after)
+#   PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres   where a fresh database is created
+#                       for the instances' shared config store (dropped after); DATABASE=0 runs
+#                       them on the config file alone. Used only when the binary has --database-url.
 #   KEEP_TMP=1          keep the temp dir (configs, logs, raw wrk output)
 set -euo pipefail
 
@@ -30,6 +33,8 @@ LIMIT_DURATION=${LIMIT_DURATION:-8s}
 FILTER_TIMEOUT=${FILTER_TIMEOUT:-100ms}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 KEEP_TMP=${KEEP_TMP:-0}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DATABASE=${DATABASE:-1}
 TOKEN=bench-token
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -88,7 +93,17 @@ REDIS_PID=$(rcli INFO server | tr -d '\r' | sed -n 's/^process_id://p')
 # --------------------------------------------------------------------- processes --
 TMP=$(mktemp -d -t ferrox-scale-out.XXXXXX)
 PIDS=()
-PREFIX="ferrox-bench-$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n'):"
+RAND=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+PREFIX="ferrox-bench-$RAND:"
+DB_NAME=""
+DB_URL=""
+if [[ $DATABASE == 1 ]] && "$FERROX_BIN" serve --help | grep -q -- --database-url; then
+    command -v psql >/dev/null || die "psql is missing (or set DATABASE=0)"
+    DB_NAME=ferrox_bench_$RAND
+    psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $DB_NAME" || die "cannot create database $DB_NAME"
+    DB_URL=${PG_ADMIN_URL%/*}/$DB_NAME
+    log "config store: PostgreSQL database $DB_NAME (seeded from the first instance's file)"
+fi
 cleanup() {
     local pid
     trap - EXIT INT TERM
@@ -99,6 +114,7 @@ cleanup() {
     done
     wait 2>/dev/null || true
     rcli --scan --pattern "${PREFIX}*" | while read -r k; do rcli DEL "$k" >/dev/null; done
+    [[ -z $DB_NAME ]] || psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" || true
     if [[ $KEEP_TMP == 1 ]]; then log "temp dir kept: $TMP"; else rm -rf -- "$TMP"; fi
 }
 trap cleanup EXIT INT TERM
@@ -203,7 +219,7 @@ for n in $INSTANCES; do
     for ((i = 0; i < n; i++)); do
         port=$(free_port) admin=$(free_port)
         write_config "$TMP/ferrox-$n-$i.yaml" "$port" "$admin"
-        FERROX_LOG=warn FERROX_CACHE_DIR=$TMP/cache "$FERROX_BIN" serve \
+        env ${DB_URL:+FERROX_DATABASE_URL=$DB_URL} FERROX_LOG=warn FERROX_CACHE_DIR=$TMP/cache "$FERROX_BIN" serve \
             --config "$TMP/ferrox-$n-$i.yaml" --workers 1 >"$TMP/ferrox-$n-$i.log" 2>&1 &
         fpids+=($!)
         PIDS+=($!)
@@ -276,6 +292,7 @@ OUT=$RESULTS_DIR/scale-out-$(date +%Y%m%d-%H%M%S).md
     echo
     echo "Each instance \`--workers 1\`, one \`wrk -t1 -c$CONNS -d$DURATION\` per instance, rate-limit"
     echo "filter (state in Redis, by route, timeout $FILTER_TIMEOUT) on every request, upstream nginx; nothing pinned."
+    echo "Config store: ${DB_NAME:+PostgreSQL (one database for all instances)}${DB_NAME:-the file}. Binary: $FERROX_BIN."
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "| instances | total req/s | req/s per instance | ferrox CPU µs/req | Redis CPU µs/req | upstream CPU µs/req | RSS MiB per instance | errors | filter failures |"
