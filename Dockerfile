@@ -47,7 +47,7 @@ COPY --from=build /out/ferrox /usr/local/bin/ferrox
 # admin listener requires a token: set FERROX_ADMIN_TOKEN (or admin.token in the file).
 ENV FERROX_LISTEN=0.0.0.0:8080 \
     FERROX_ADMIN_LISTEN=0.0.0.0:9080 \
-    FERROX_CACHE_DIR=/var/cache/ferrox/plugins \
+    FERROX_CACHE_DIR=/var/cache/ferrox \
     FERROX_LOG_FORMAT=json \
     HOME=/var/lib/ferrox
 
