@@ -21,7 +21,7 @@ use crate::store::{NewAudit, PluginBlob, sha256_hex};
 pub(super) fn router() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
         .routes(routes!(list, upload))
-        .routes(routes!(get_one))
+        .routes(routes!(get_one, set_grants))
         .layer(DefaultBodyLimit::max(super::MAX_PLUGIN))
 }
 
@@ -297,4 +297,55 @@ async fn upload(
     Ok(super::created(detail(
         &name, "custom", &bytes, grants, info,
     )))
+}
+
+/// New grants of a custom plugin.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Grants {
+    /// Host services granted (`log`, `counters`, …); the component's imports must stay granted.
+    grants: Vec<String>,
+}
+
+/// Change the host services a custom plugin is granted (422 when the component imports one no
+/// longer granted).
+#[utoipa::path(patch, path = "/plugins/{name}", tag = "plugins", request_body = Grants,
+    params(("name" = String, Path, description = "Plugin name")),
+    responses((status = 200, description = "The plugin's entry", body = serde_json::Value),
+        (status = 404, description = "No such custom plugin", body = ErrorBody),
+        (status = 422, description = "Unknown service, or an import no longer granted", body = ErrorBody)))]
+async fn set_grants(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    super::error::Json(body): super::error::Json<Grants>,
+) -> Result<Response, ApiError> {
+    if let Some(bad) = body.grants.iter().find(|g| !SERVICES.contains(&g.as_str())) {
+        return Err(ApiError::invalid(
+            "grants",
+            format!(
+                "{bad:?} is not a host service; known: {}",
+                SERVICES.join(", ")
+            ),
+        ));
+    }
+    let (_, change) = s
+        .control
+        .write(&caller.user, |doc| {
+            let p = doc
+                .plugins
+                .iter_mut()
+                .find(|p| p.name == name)
+                .ok_or_else(|| ApiError::not_found(format!("no custom plugin named {name:?}")))?;
+            let before = to_json(p);
+            p.grants = body.grants.clone();
+            Ok(Change {
+                action: "grant".into(),
+                resource: format!("plugins/{name}"),
+                before: Some(before),
+                after: Some(to_json(p)),
+            })
+        })
+        .await?;
+    Ok(axum::Json(change.after).into_response())
 }

@@ -884,6 +884,40 @@ async fn plugins_upload_inspect_and_grants() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let resp = crate::support::get_with(&gw.url("/x"), &[("x-name", "ada")]).await;
     assert_eq!(resp.header("x-hello"), Some("hello ada"));
+    // Grants: narrowing below what the component imports is refused, widening works.
+    let r = call(
+        &gw,
+        Method::PATCH,
+        "/plugins/hello",
+        Some(json!({ "grants": ["log"] })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .expect("message")
+            .contains("counters"),
+        "{}",
+        r.json()
+    );
+    let r = call(
+        &gw,
+        Method::PATCH,
+        "/plugins/hello",
+        Some(json!({ "grants": ["counters"] })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["grants"], json!(["counters"]));
+    expect(
+        &gw,
+        Method::PATCH,
+        "/plugins/nope",
+        Some(json!({ "grants": [] })),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     // Refusals.
     assert_eq!(
         call_raw(&gw, Method::POST, "/plugins?name=junk", &b"not wasm"[..])
@@ -959,7 +993,7 @@ async fn the_openapi_document_lists_every_route() {
             &["get", "put", "patch", "delete"],
         ),
         ("/plugins", &["get", "post"]),
-        ("/plugins/{name}", &["get"]),
+        ("/plugins/{name}", &["get", "patch"]),
         ("/consumers", &["get", "post"]),
         ("/consumers/{name}", &["get", "put", "delete"]),
         ("/consumers/{name}/keys", &["get", "post"]),
@@ -1060,4 +1094,113 @@ async fn ferrox_apply_and_diff_sync_a_file() {
         .await
         .expect_err("401");
     assert!(err.contains("401"), "{err}");
+}
+
+#[tokio::test]
+async fn two_instances_on_one_store_follow_each_other_and_lose_no_update() {
+    use ferrox_host::app::{Options, start};
+    use ferrox_host::config::{Overrides, load_str};
+    use ferrox_host::store::{MemoryStore, Store};
+    let up = echo_upstream().await;
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        admin_token: Some(TOKEN.into()),
+    };
+    let yaml = format!("upstreams:\n{}", upstream_yaml("u", &[up.addr], ""));
+    let config = load_str(&yaml, &overrides).expect("config");
+    let store = std::sync::Arc::new(Store::Memory(MemoryStore::new(config.clone())));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let running = start(Options {
+            config: config.clone(),
+            config_path: None,
+            overrides: overrides.clone(),
+            watch_interval: None,
+            store: Some(store.clone()),
+        })
+        .await
+        .expect("starts");
+        nodes.push(Gw {
+            base: format!("http://{}", running.proxy_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running,
+        });
+    }
+    let nodes = std::sync::Arc::new(nodes);
+    // A route added through one instance serves on the other.
+    expect(
+        &nodes[0],
+        Method::POST,
+        "/routes",
+        Some(route("shared", "/shared")),
+        StatusCode::CREATED,
+    )
+    .await;
+    let mut served = false;
+    for _ in 0..100 {
+        if get(&nodes[1].url("/shared")).await.status == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(served, "instance B never served the route added through A");
+    // Concurrent writes through both: each is committed or answered 409, none is lost.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let nodes = nodes.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = call(
+                &nodes[i % 2],
+                Method::POST,
+                "/routes",
+                Some(route(&format!("c{i}"), &format!("/c{i}"))),
+            )
+            .await;
+            (i, r.status)
+        }));
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        let (i, status) = t.await.expect("task");
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::CONFLICT,
+            "{status}"
+        );
+        if status == StatusCode::CREATED {
+            created.push(format!("c{i}"));
+        }
+    }
+    assert!(!created.is_empty());
+    let names: Vec<String> = call(&nodes[1], Method::GET, "/routes", None)
+        .await
+        .json()
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .filter(|n| n.starts_with('c'))
+        .collect();
+    created.sort();
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names, created,
+        "a committed write was lost or a refused one landed"
+    );
+    // Both instances end up running the newest version.
+    let mut caught_up = false;
+    for _ in 0..100 {
+        let s0 = call(&nodes[0], Method::GET, "/status", None).await.json();
+        let s1 = call(&nodes[1], Method::GET, "/status", None).await.json();
+        if s0["applied_version"] == s0["config_version"]
+            && s1["applied_version"] == s0["config_version"]
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(caught_up, "an instance did not apply the newest version");
 }
