@@ -88,6 +88,24 @@ function showApp() {
   $('#app').hidden = false;
   connect();
   show(state.view);
+  loadStatus();
+}
+
+// Version, config version and store health of this instance, every 10 s.
+async function loadStatus() {
+  clearTimeout(state.statusTimer);
+  if ($('#app').hidden) return;
+  try {
+    const s = await api('GET', '/status');
+    const health = (h) => `${h.kind}${h.healthy ? '' : ' DOWN'}`;
+    const version = s.config_version == null || s.config_version === s.applied_version
+      ? `config v${s.applied_version}` : `config v${s.applied_version} (store v${s.config_version})`;
+    $('#instance').textContent = `ferrox ${s.version} · ${version} · store ${health(s.store)} · state ${health(s.state)}`;
+    $('#instance').classList.toggle('error', !s.store.healthy || !s.state.healthy);
+  } catch (e) {
+    $('#instance').textContent = e.message;
+  }
+  state.statusTimer = setTimeout(loadStatus, 10000);
 }
 
 $('#login-form').addEventListener('submit', async (ev) => {

@@ -62,6 +62,7 @@ try {
   expect(session && session.httpOnly && session.sameSite === 'Strict' && session.path === '/dashboard',
     `session cookie flags: ${JSON.stringify(session)}`);
   expect(await page.evaluate(() => document.cookie) === '', 'the session cookie is not readable from script');
+  await waitFor('instance status', async () => (await page.textContent('#instance')).includes('config v'));
   step('logged in, live feed connected');
 
   // 2. Live numbers move while the test sends traffic.
