@@ -56,22 +56,7 @@ pub enum Command {
     },
 }
 
-/// `ferrox plugin …`
-#[derive(Debug, Subcommand)]
-pub enum PluginCommand {
-    /// Scaffold a Rust filter crate (builds to wasm32-wasip2, tested with `cargo test`).
-    New {
-        /// Filter name: lower-case letters, digits and '-'.
-        name: String,
-        /// Folder to create it in.
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-        /// Path of the `ferrox-sdk` crate (default: the SDK this binary was built from, when
-        /// present, otherwise the published crate).
-        #[arg(long)]
-        sdk: Option<PathBuf>,
-    },
-}
+pub use crate::plugin_cli::PluginCommand;
 
 /// `ferrox config …`
 #[derive(Debug, Subcommand)]
@@ -140,27 +125,7 @@ pub fn main() -> ExitCode {
         Command::Migrate { database_url } => migrate(&database_url),
         Command::Apply(args) => crate::admin::client::main(args, false),
         Command::Diff(args) => crate::admin::client::main(args, true),
-        Command::Plugin {
-            what: PluginCommand::New { name, dir, sdk },
-        } => {
-            let sdk = sdk.or_else(crate::scaffold::bundled_sdk);
-            match crate::scaffold::new_filter(&name, &dir, sdk.as_deref()) {
-                Ok(root) => {
-                    println!(
-                        "created {}
-  cd {0}
-  cargo test
-  cargo build --target wasm32-wasip2 --release",
-                        root.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Plugin { what } => crate::plugin_cli::main(what),
     }
 }
 

@@ -35,6 +35,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod plugin_cli;
 pub mod proxy;
 pub mod reqlog;
 pub mod router;

@@ -1,11 +1,33 @@
-//! `ferrox plugin new NAME`: a Rust filter crate that builds to `wasm32-wasip2` and passes its
-//! own tests out of the box.
+//! `ferrox plugin new NAME [--lang rust|python|js]`: a filter project that builds and passes its
+//! own tests out of the box (Rust: `cargo test`; every language: the golden tests in
+//! `fixtures.yaml`, run by `ferrox plugin test`).
 
 use std::path::{Path, PathBuf};
 
 const CARGO_TOML: &str = include_str!("../templates/filter/Cargo.toml.tmpl");
 const LIB_RS: &str = include_str!("../templates/filter/lib.rs.tmpl");
 const README: &str = include_str!("../templates/filter/README.md.tmpl");
+const FIXTURES: &str = include_str!("../templates/fixtures.yaml.tmpl");
+const PY_APP: &str = include_str!("../templates/python/app.py.tmpl");
+const PY_PROJECT: &str = include_str!("../templates/python/pyproject.toml.tmpl");
+const PY_REQUIREMENTS: &str = include_str!("../templates/python/requirements.txt.tmpl");
+const PY_README: &str = include_str!("../templates/python/README.md.tmpl");
+const PY_GITIGNORE: &str = include_str!("../templates/python/gitignore.tmpl");
+const JS_APP: &str = include_str!("../templates/js/app.js.tmpl");
+const JS_PACKAGE: &str = include_str!("../templates/js/package.json.tmpl");
+const JS_README: &str = include_str!("../templates/js/README.md.tmpl");
+const JS_GITIGNORE: &str = include_str!("../templates/js/gitignore.tmpl");
+
+/// The language of a scaffolded filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// A crate using `ferrox-sdk`.
+    Rust,
+    /// componentize-py.
+    Python,
+    /// componentize-js.
+    JavaScript,
+}
 
 /// Why scaffolding failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +59,19 @@ pub fn bundled_sdk() -> Option<PathBuf> {
         .then(|| p.canonicalize().unwrap_or(p))
 }
 
-/// Create `dir/name` with a filter crate; `sdk` is the path of `ferrox-sdk` (or `None` to
+/// Create `dir/name` with a Rust filter crate; `sdk` is the path of `ferrox-sdk` (or `None` to
 /// depend on the published crate).
 pub fn new_filter(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<PathBuf, ScaffoldError> {
+    new_project(name, dir, Language::Rust, sdk)
+}
+
+/// Create `dir/name` with a filter project in `lang`; `sdk` is used by Rust projects only.
+pub fn new_project(
+    name: &str,
+    dir: &Path,
+    lang: Language,
+    sdk: Option<&Path>,
+) -> Result<PathBuf, ScaffoldError> {
     let valid = name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -72,13 +104,40 @@ pub fn new_filter(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<PathBuf,
             .replace("{{crate_file}}", &name.replace('-', "_"))
             .replace("{{sdk_dependency}}", &sdk_dependency)
             .replace("{{dir}}", &root.display().to_string())
+            // Python and JavaScript instances need more memory than the route default.
+            .replace(
+                "{{memory}}",
+                if lang == Language::Rust {
+                    "16MiB"
+                } else {
+                    "32MiB"
+                },
+            )
     };
-    let files = [
-        ("Cargo.toml", fill(CARGO_TOML)),
-        ("src/lib.rs", fill(LIB_RS)),
-        ("README.md", fill(README)),
-        (".gitignore", "/target\n".to_owned()),
-    ];
+    let files = match lang {
+        Language::Rust => vec![
+            ("Cargo.toml", fill(CARGO_TOML)),
+            ("src/lib.rs", fill(LIB_RS)),
+            ("README.md", fill(README)),
+            ("fixtures.yaml", fill(FIXTURES)),
+            (".gitignore", "/target\n/build\n".to_owned()),
+        ],
+        Language::Python => vec![
+            ("app.py", fill(PY_APP)),
+            ("pyproject.toml", fill(PY_PROJECT)),
+            ("requirements.txt", fill(PY_REQUIREMENTS)),
+            ("README.md", fill(PY_README)),
+            ("fixtures.yaml", fill(FIXTURES)),
+            (".gitignore", fill(PY_GITIGNORE)),
+        ],
+        Language::JavaScript => vec![
+            ("app.js", fill(JS_APP)),
+            ("package.json", fill(JS_PACKAGE)),
+            ("README.md", fill(JS_README)),
+            ("fixtures.yaml", fill(FIXTURES)),
+            (".gitignore", fill(JS_GITIGNORE)),
+        ],
+    };
     for (rel, text) in files {
         let path = root.join(rel);
         let write = || -> std::io::Result<()> {
@@ -117,5 +176,18 @@ mod tests {
             new_filter("tenant-check", dir.path(), None),
             Err(ScaffoldError::Exists(_))
         ));
+        for (lang, main) in [
+            (Language::Python, "app.py"),
+            (Language::JavaScript, "app.js"),
+        ] {
+            let root =
+                new_project("tenant-gate", &dir.path().join(main), lang, None).expect("scaffolds");
+            for file in [main, "fixtures.yaml", "README.md", ".gitignore"] {
+                let text = std::fs::read_to_string(root.join(file)).expect("written");
+                assert!(!text.contains("{{"), "{file}: every placeholder filled");
+            }
+            let fixtures = std::fs::read_to_string(root.join("fixtures.yaml")).expect("fixtures");
+            assert!(fixtures.contains("x-tenant-gate: seen") && fixtures.contains("32MiB"));
+        }
     }
 }

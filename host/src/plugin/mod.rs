@@ -11,6 +11,7 @@ pub mod bindings;
 mod crypto;
 pub mod engine;
 pub mod host;
+pub mod inspect;
 pub mod response_cache;
 
 use std::collections::{BTreeSet, HashMap};

@@ -169,10 +169,7 @@ mod tests {
     fn mistakes_are_named() {
         for (config, expected) in [
             (r#"{"ttl":60}"#, "`ttl` must be a duration string"),
-            (
-                r#"{"ttl":"0s"}"#,
-                "`ttl`: \"0s\" must be longer than zero",
-            ),
+            (r#"{"ttl":"0s"}"#, "`ttl`: \"0s\" must be longer than zero"),
             (r#"{"ttl":"1x"}"#, "`ttl`: \"1x\" is not a duration"),
             (r#"{"vary":"accept"}"#, "`vary` must be a list"),
             (
