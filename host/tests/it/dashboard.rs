@@ -453,7 +453,7 @@ async fn dashboard_in_headless_chromium() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let path = match n % 5 {
-                    0 | 1 | 2 => format!("/api/items/{n}"),
+                    0..=2 => format!("/api/items/{n}"),
                     3 => "/plain/x".to_owned(),
                     _ => "/missing".to_owned(),
                 };
