@@ -5,13 +5,13 @@
 //! Size, compile and load times and memory per instance: `--bin lang_costs`.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::Criterion;
-use ferrox_bench::lang::lang_filters;
+use ferrox_bench::lang::{lang_filters, lang_pool_settings};
 use ferrox_host::metrics::Metrics;
 use ferrox_host::plugin::host::Services;
-use ferrox_host::plugin::{FilterPool, Isolation, Plugin, PoolSettings};
+use ferrox_host::plugin::{FilterPool, Plugin};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -24,15 +24,7 @@ fn main() {
     for f in lang_filters() {
         let bytes = std::fs::read(&f.path).expect("component");
         let plugin = Plugin::load(f.lang, &bytes, &f.grants).expect("loads");
-        let settings = PoolSettings {
-            // Generous: a preempted call must not fail; the deadline's cost does not depend on
-            // its length.
-            timeout: Duration::from_secs(1),
-            memory: 64 << 20,
-            isolation: Isolation::Pooled,
-            max_idle: 4,
-            max_uses: u32::MAX,
-        };
+        let settings = lang_pool_settings(4);
         let pool = rt
             .block_on(FilterPool::new(
                 plugin,

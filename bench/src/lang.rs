@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use ferrox_host::plugin::RequestState;
+use std::time::Duration;
+
+use ferrox_host::plugin::{Isolation, PoolSettings, RequestState};
 use http::HeaderValue;
 
 /// The component of `examples/filters/<lang>/<name>`, built by its `build.sh` when missing.
@@ -101,4 +103,17 @@ pub fn lang_filters() -> Vec<LangFilter> {
             request: tenant_request,
         },
     ]
+}
+
+/// Pool settings of the language measurements: a 32 MiB cap (what Python and JavaScript
+/// filters are configured with) and a 1 s deadline (a preempted call must not fail; the
+/// deadline costs the same whatever its length).
+pub fn lang_pool_settings(max_idle: usize) -> PoolSettings {
+    PoolSettings {
+        timeout: Duration::from_secs(1),
+        memory: 32 << 20,
+        isolation: Isolation::Pooled,
+        max_idle,
+        max_uses: u32::MAX,
+    }
 }

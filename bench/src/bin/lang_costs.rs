@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrox_bench::lang::lang_filters;
+use ferrox_bench::lang::{lang_filters, lang_pool_settings};
 use ferrox_bench::{proc_smaps_kib, proc_status_kib};
 use ferrox_host::metrics::Metrics;
 use ferrox_host::plugin::host::Services;
-use ferrox_host::plugin::{FilterPool, Isolation, Plugin, PluginEngine, PoolSettings};
+use ferrox_host::plugin::{FilterPool, Plugin, PluginEngine};
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
@@ -63,13 +63,7 @@ fn main() {
         engine.load(&bytes).expect("loads from the cache");
         let load = t.elapsed();
         let plugin = Plugin::load(f.lang, &bytes, &f.grants).expect("accepted");
-        let settings = PoolSettings {
-            timeout: Duration::from_secs(1),
-            memory: 64 << 20,
-            isolation: Isolation::Pooled,
-            max_idle: 1,
-            max_uses: u32::MAX,
-        };
+        let settings = lang_pool_settings(1);
         let new_pool = |plugin: Arc<Plugin>| {
             rt.block_on(FilterPool::new(
                 plugin,

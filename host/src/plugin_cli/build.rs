@@ -93,30 +93,8 @@ pub fn narrow_world(filter_wit: &str, world: &str, services: &[String]) -> Resul
     Ok(out)
 }
 
-/// The string values of `key = [...]` in table `[table]` of a TOML file (a one-line array).
-fn toml_string_array(text: &str, table: &str, key: &str) -> Result<Option<Vec<String>>, String> {
-    let mut in_table = false;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_table = line == format!("[{table}]");
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        if in_table && k.trim() == key {
-            let v = v.split(" #").next().unwrap_or(v).trim().replace('\'', "\"");
-            return serde_json::from_str(&v).map(Some).map_err(|_| {
-                format!("[{table}] {key} must be a one-line list of strings, e.g. [\"log\"]")
-            });
-        }
-    }
-    Ok(None)
-}
-
-/// A string value `key = "..."` in table `[table]` of a TOML file.
-fn toml_string(text: &str, table: &str, key: &str) -> Option<String> {
+/// The raw value of `key = ...` in table `[table]` of a TOML file (one line, comment cut).
+fn toml_value<'a>(text: &'a str, table: &str, key: &str) -> Option<&'a str> {
     let mut in_table = false;
     for line in text.lines() {
         let line = line.trim();
@@ -128,10 +106,26 @@ fn toml_string(text: &str, table: &str, key: &str) -> Option<String> {
             && in_table
             && k.trim() == key
         {
-            return Some(v.trim().trim_matches('"').to_owned());
+            return Some(v.split(" #").next().unwrap_or(v).trim());
         }
     }
     None
+}
+
+/// The string values of `key = [...]` in table `[table]` of a TOML file (a one-line array).
+fn toml_string_array(text: &str, table: &str, key: &str) -> Result<Option<Vec<String>>, String> {
+    toml_value(text, table, key)
+        .map(|v| {
+            serde_json::from_str(&v.replace('\'', "\"")).map_err(|_| {
+                format!("[{table}] {key} must be a one-line list of strings, e.g. [\"log\"]")
+            })
+        })
+        .transpose()
+}
+
+/// A string value `key = "..."` in table `[table]` of a TOML file.
+fn toml_string(text: &str, table: &str, key: &str) -> Option<String> {
+    toml_value(text, table, key).map(|v| v.trim_matches('"').to_owned())
 }
 
 /// The filter's name and the grants its project declares.
@@ -278,21 +272,23 @@ pub fn build(dir: &Path, wit: Option<&Path>) -> Result<PathBuf, String> {
                 }
                 run_tool(&mut pip, "pip install")?;
             }
-            let scratch = Scratch::new()?;
-            let world = format!("{name}-filter");
-            write_wit(wit, &scratch.0.join("wit"), &world, &grants)?;
-            let tmp = scratch.0.join("out.wasm");
-            run_tool(
-                Command::new(&tool)
-                    .arg("-d")
-                    .arg(scratch.0.join("wit"))
-                    .args(["-w", &world, "componentize", "app", "-p"])
-                    .arg(dir)
-                    .arg("-o")
-                    .arg(&tmp),
+            componentize(
+                wit,
+                &name,
+                &grants,
+                &out,
                 "componentize-py",
+                |wit_dir, world, tmp| {
+                    let mut cmd = Command::new(&tool);
+                    cmd.arg("-d")
+                        .arg(wit_dir)
+                        .args(["-w", world, "componentize", "app", "-p"])
+                        .arg(dir)
+                        .arg("-o")
+                        .arg(tmp);
+                    cmd
+                },
             )?;
-            std::fs::copy(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
         }
         Lang::Js => {
             let tool = dir.join("node_modules/.bin/componentize-js");
@@ -315,24 +311,46 @@ pub fn build(dir: &Path, wit: Option<&Path>) -> Result<PathBuf, String> {
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
                 .and_then(|j| j["main"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "app.js".into());
-            let scratch = Scratch::new()?;
-            let world = format!("{name}-filter");
-            write_wit(wit, &scratch.0.join("wit"), &world, &grants)?;
-            let tmp = scratch.0.join("out.wasm");
             // No wasi:http (filters get no network).
-            run_tool(
-                Command::new(&tool)
-                    .arg(dir.join(main))
-                    .arg("--wit")
-                    .arg(scratch.0.join("wit"))
-                    .args(["-n", &world, "-d", "http", "fetch-event", "-o"])
-                    .arg(&tmp),
+            componentize(
+                wit,
+                &name,
+                &grants,
+                &out,
                 "componentize-js",
+                |wit_dir, world, tmp| {
+                    let mut cmd = Command::new(&tool);
+                    cmd.arg(dir.join(&main))
+                        .arg("--wit")
+                        .arg(wit_dir)
+                        .args(["-n", world, "-d", "http", "fetch-event", "-o"])
+                        .arg(tmp);
+                    cmd
+                },
             )?;
-            std::fs::copy(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))?;
         }
     }
     Ok(out)
+}
+
+/// Run a componentize tool (`command(wit folder, world, output)`) against a world narrowed to
+/// `grants`, and copy its component to `out`.
+fn componentize(
+    wit: Option<&Path>,
+    name: &str,
+    grants: &[String],
+    out: &Path,
+    what: &str,
+    command: impl FnOnce(&Path, &str, &Path) -> Command,
+) -> Result<(), String> {
+    let scratch = Scratch::new()?;
+    let world = format!("{name}-filter");
+    let wit_dir = scratch.0.join("wit");
+    write_wit(wit, &wit_dir, &world, grants)?;
+    let tmp = scratch.0.join("out.wasm");
+    run_tool(&mut command(&wit_dir, &world, &tmp), what)?;
+    std::fs::copy(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(())
 }
 
 fn build_rust(dir: &Path, out: &Path) -> Result<(), String> {
