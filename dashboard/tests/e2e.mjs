@@ -123,6 +123,29 @@ try {
   expect(seen, 'header from the attached filter');
   step('filter attached through the UI takes effect');
 
+  // Configure, reorder and detach through the UI.
+  await page.click(`${card} li[data-plugin="transform"] >> text=configure`);
+  await page.fill(`${card} li[data-plugin="transform"] textarea`, '{"response": {"set_headers": {"x-dashboard": "reconfigured"}}}');
+  await page.click(`${card} li[data-plugin="transform"] >> text=Save`);
+  await waitFor('the new config on a proxied request', async () => {
+    const r = await fetch(`${proxy}/plain/check`);
+    return r.headers.get('x-dashboard') === 'reconfigured';
+  }, 10000);
+  const api = '.route[data-route="api"]';
+  await page.click(`${api} li[data-plugin="rate-limit"] button[title="move down"]`);
+  await waitFor('rate-limit moved after transform', async () => {
+    const order = await page.$$eval(`${api} ol.pipeline > li`, (lis) => lis.map((li) => li.dataset.plugin));
+    return order.join(',') === 'transform,rate-limit';
+  });
+  await page.click(`${card} li[data-plugin="transform"] >> text=detach`);
+  await waitFor('the pipeline of plain to be empty', async () => (await page.$(`${card} li[data-plugin]`)) === null);
+  await waitFor('the detached filter gone from proxied requests', async () => {
+    const r = await fetch(`${proxy}/plain/check`);
+    return r.status === 200 && r.headers.get('x-dashboard') === null;
+  }, 10000);
+  await shot('07-reordered-detached');
+  step('filter configured, reordered and detached through the UI');
+
   // 5. Consumers: a new key is shown once.
   await page.click('#tabs button[data-view="consumers"]');
   await page.fill('#consumer-name', 'dash-user');
@@ -132,7 +155,7 @@ try {
   await page.waitForSelector('#new-key', { state: 'visible' });
   const key = (await page.textContent('#new-key-value')).trim();
   expect(key.startsWith('fxk_'), `plaintext key shown once: ${key}`);
-  await shot('07-new-key');
+  await shot('08-new-key');
   await page.click('#new-key-dismiss');
   expect((await page.textContent('#new-key-value')) === '', 'the key is gone from the page once dismissed');
   step('consumer created, key shown once');

@@ -492,17 +492,39 @@ async fn dashboard_in_headless_chromium() {
     );
     assert!(stdout.contains("e2e: ok"), "{stdout}");
     assert!(sent > 10, "traffic ran while the browser looked ({sent})");
-    // What the browser attached is in the running config and on the datapath.
+    // What the browser changed is the running config: transform before rate-limit on `api`,
+    // nothing left on `plain`.
+    let snap = gw.running.gateway.snapshot();
+    let pipelines: Vec<(String, Vec<String>)> = snap
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                r.filters.iter().map(|f| f.plugin.clone()).collect(),
+            )
+        })
+        .collect();
     assert_eq!(
-        get(&gw.url("/plain/y")).await.header("x-dashboard"),
-        Some("attached")
+        pipelines,
+        [
+            (
+                "api".to_owned(),
+                vec!["transform".to_owned(), "rate-limit".to_owned()]
+            ),
+            ("plain".to_owned(), vec![]),
+        ]
     );
+    assert_eq!(get(&gw.url("/plain/y")).await.header("x-dashboard"), None);
     for name in [
         "01-login-refused",
         "02-overview",
         "04-explain",
         "05-attach-invalid",
         "06-attached",
+        "07-reordered-detached",
+        "08-new-key",
     ] {
         let p = shots.join(format!("{name}.png"));
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
