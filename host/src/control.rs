@@ -123,18 +123,19 @@ impl ControlPlane {
         }
         match self.gateway.apply(self.effective(stored.config)).await {
             Ok(()) => {
+                self.applied.fetch_max(stored.version, Ordering::AcqRel);
                 tracing::info!(
                     version = stored.version,
                     "configuration applied from the store"
                 );
             }
             Err(issues) => {
+                // `applied_version` stays behind (and `/status` shows it); the next change
+                // is tried afresh.
                 let list: Vec<String> = issues.iter().map(ToString::to_string).collect();
                 tracing::error!(version = stored.version, issues = ?list, "stored configuration rejected; the previous configuration keeps serving");
             }
         }
-        // A rejected version is not retried until the next one arrives.
-        self.applied.fetch_max(stored.version, Ordering::AcqRel);
     }
 
     /// Apply one admin change made by `actor`. `change` edits the document and describes the
