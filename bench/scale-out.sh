@@ -292,7 +292,7 @@ OUT=$RESULTS_DIR/scale-out-$(date +%Y%m%d-%H%M%S).md
     echo
     echo "Each instance \`--workers 1\`, one \`wrk -t1 -c$CONNS -d$DURATION\` per instance, rate-limit"
     echo "filter (state in Redis, by route, timeout $FILTER_TIMEOUT) on every request, upstream nginx; nothing pinned."
-    echo "Config store: ${DB_NAME:+PostgreSQL (one database for all instances)}${DB_NAME:-the file}. Binary: $FERROX_BIN."
+    echo "Config store: $([[ -n $DB_NAME ]] && echo "PostgreSQL, one database for all instances" || echo "the file"). Binary: $FERROX_BIN."
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "| instances | total req/s | req/s per instance | ferrox CPU µs/req | Redis CPU µs/req | upstream CPU µs/req | RSS MiB per instance | errors | filter failures |"
