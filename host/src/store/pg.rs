@@ -112,6 +112,11 @@ impl PgOptions {
 
 /// Parse a database URL; the error never repeats a password.
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::Invalid(
+            "database_url: not a PostgreSQL URL (postgres://user@host:port/db)".into(),
+        ));
+    }
     url.parse::<PgConnectOptions>()
         .map(|o| o.application_name("ferrox"))
         .map_err(|e| {
@@ -1368,6 +1373,31 @@ mod tests {
         let h = key_hash("alice-secret-key");
         assert_eq!(h, sha256_hex(b"alice-secret-key"));
         assert_eq!(key_hash(&format!("sha256:{}", h.to_uppercase())), h);
+    }
+
+    #[test]
+    fn bad_database_settings_name_their_path() {
+        let cfg = crate::config::parse_yaml(
+            "database_url: mysql://db/x\nrequest_logs: { queue: 0, batch: 20000, flush_interval: 2m, retention: 10s }\n",
+        )
+        .expect("parses");
+        let paths: Vec<String> = crate::config::validate(&cfg)
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "database_url",
+                "request_logs.queue",
+                "request_logs.batch",
+                "request_logs.flush_interval",
+                "request_logs.retention"
+            ]
+        );
+        let ok =
+            crate::config::parse_yaml("database_url: postgres://u:p@db:5432/x\n").expect("parses");
+        assert!(crate::config::validate(&ok).is_empty());
     }
 
     #[test]

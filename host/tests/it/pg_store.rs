@@ -798,3 +798,39 @@ async fn a_full_request_log_queue_drops_and_counts_without_blocking() {
     eprintln!("{total} requests served in {served_in:?} with the request log table locked");
     gw.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn ferrox_migrate_applies_the_schema_once() {
+    let db = TestDb::new().await;
+    let run = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferrox"))
+            .args(["migrate", "--database-url", &url])
+            .env_remove("FERROX_DATABASE_URL")
+            .output()
+            .expect("run ferrox migrate")
+    };
+    let first = run(db.url.clone());
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        "applied migration 1\n"
+    );
+    let again = run(db.url.clone());
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "the schema is up to date\n"
+    );
+    let mut conn = db.conn().await;
+    let version: i64 = sqlx::query_scalar("SELECT version FROM config_version")
+        .fetch_one(&mut conn)
+        .await
+        .expect("the one-row version table exists");
+    assert_eq!(version, 0);
+    let bad = run("mysql://nope".into());
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("not a PostgreSQL URL"),
+        "{bad:?}"
+    );
+}
