@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,6 +206,8 @@ pub struct PgStore {
     materialised: Mutex<HashMap<String, String>>,
     version: watch::Sender<Version>,
     up: Arc<watch::Sender<bool>>,
+    /// Whether the LISTEN connection is up: while it is not, operations fail at once.
+    listening: Arc<AtomicBool>,
     listener: JoinHandle<()>,
 }
 
@@ -253,7 +256,13 @@ impl PgStore {
         let (version, _) = watch::channel(current);
         let (up, _) = watch::channel(true);
         let up = Arc::new(up);
-        let listener = tokio::spawn(listen(pool.clone(), version.clone(), up.clone()));
+        let listening = Arc::new(AtomicBool::new(true));
+        let listener = tokio::spawn(listen(
+            pool.clone(),
+            version.clone(),
+            up.clone(),
+            listening.clone(),
+        ));
         let store = Self {
             pool,
             describe,
@@ -262,6 +271,7 @@ impl PgStore {
             materialised: Mutex::new(HashMap::new()),
             version,
             up,
+            listening,
             listener,
         };
         if current == 0
@@ -356,7 +366,21 @@ impl PgStore {
         Ok(())
     }
 
+    /// Fail at once while the listener knows PostgreSQL is out of reach, instead of waiting
+    /// for a connection that will not come (admin calls answer 503 without delay).
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.listening.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "{} is unreachable; reconnecting in the background",
+                self.describe
+            )))
+        }
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.reachable()?;
         self.pool.begin().await.map_err(|e| self.fail(e))
     }
 
@@ -489,6 +513,7 @@ impl PgStore {
 
     /// Audit entries matching `q`, newest first.
     pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        self.reachable()?;
         let rows = sqlx::query(
             "SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at, \
                     actor, action, resource, before, after \
@@ -554,6 +579,7 @@ impl PgStore {
 
     /// Every admin user, by name.
     pub async fn list_users(&self) -> Result<Vec<AdminUser>, StoreError> {
+        self.reachable()?;
         let rows = sqlx::query(format_sql(
             "SELECT name, role, {created} FROM admin_users ORDER BY name",
             "created_at",
@@ -621,6 +647,7 @@ impl PgStore {
 
     /// The tokens of `user`, oldest first (no secrets).
     pub async fn list_tokens(&self, user: &str) -> Result<Vec<TokenInfo>, StoreError> {
+        self.reachable()?;
         let rows = sqlx::query(format_sql(
             "SELECT id, user_name, revoked, {created}, {expires} FROM admin_tokens \
              WHERE user_name = $1 ORDER BY id",
@@ -663,6 +690,7 @@ impl PgStore {
 
     /// The user a hashed token belongs to, if it is valid now.
     pub async fn principal_for(&self, token_sha256: &str) -> Result<Option<Principal>, StoreError> {
+        self.reachable()?;
         let row = sqlx::query(
             "SELECT u.name, u.role FROM admin_tokens t JOIN admin_users u ON u.name = t.user_name \
              WHERE t.sha256 = $1 AND NOT t.revoked \
@@ -726,6 +754,7 @@ impl PgStore {
 
     /// An uploaded component's bytes.
     pub async fn plugin_bytes(&self, name: &str) -> Result<Option<PluginBlob>, StoreError> {
+        self.reachable()?;
         let row = sqlx::query("SELECT name, sha256, bytes FROM plugins WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -1289,7 +1318,12 @@ async fn read_document(
 
 /// LISTEN on [`CHANNEL`] for as long as the store lives. Each (re)connection re-reads the
 /// version, so a notification sent while the connection was down is not lost.
-async fn listen(pool: PgPool, version: watch::Sender<Version>, up: Arc<watch::Sender<bool>>) {
+async fn listen(
+    pool: PgPool,
+    version: watch::Sender<Version>,
+    up: Arc<watch::Sender<bool>>,
+    listening: Arc<AtomicBool>,
+) {
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(2);
     let mut backoff = MIN_BACKOFF;
@@ -1316,6 +1350,7 @@ async fn listen(pool: PgPool, version: watch::Sender<Version>, up: Arc<watch::Se
         let mut listener = match connected {
             Ok((listener, current)) => {
                 advance(current);
+                listening.store(true, Ordering::Release);
                 if up.send_if_modified(|u| !std::mem::replace(u, true)) {
                     tracing::info!("PostgreSQL reachable again; following config changes");
                 }
@@ -1323,6 +1358,7 @@ async fn listen(pool: PgPool, version: watch::Sender<Version>, up: Arc<watch::Se
                 listener
             }
             Err(e) => {
+                listening.store(false, Ordering::Release);
                 if up.send_if_modified(|u| std::mem::replace(u, false)) {
                     tracing::warn!(error = %redact(&e.to_string()), "PostgreSQL unreachable; serving the last config");
                 }
@@ -1341,6 +1377,7 @@ async fn listen(pool: PgPool, version: watch::Sender<Version>, up: Arc<watch::Se
                     ),
                 },
                 Ok(None) | Err(_) => {
+                    listening.store(false, Ordering::Release);
                     if up.send_if_modified(|u| std::mem::replace(u, false)) {
                         tracing::warn!(
                             "lost the PostgreSQL connection; serving the last config while reconnecting"

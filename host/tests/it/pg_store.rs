@@ -377,9 +377,18 @@ async fn a_commit_notifies_every_other_instance() {
 
     // The listener's connection is killed: it reconnects and reads the version it missed.
     db.kill_connections().await;
-    a.commit(3, &doc, audit("update", "upstreams/u"))
-        .await
-        .expect("commit after the kill (the pool reconnects)");
+    // A write during the listener's reconnect may be refused as unavailable; a client retries.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.commit(3, &doc, audit("update", "upstreams/u")).await {
+            Ok(v) => break assert_eq!(v, 4),
+            Err(StoreError::Unavailable(m)) => {
+                assert!(tokio::time::Instant::now() < deadline, "{m}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("commit after the kill: {e}"),
+        }
+    }
     tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|v| *v >= 4))
         .await
         .expect("version 4 seen within 10 s of the reconnect")
