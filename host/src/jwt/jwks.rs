@@ -6,7 +6,7 @@
 //!   time, [`PREFETCH_WAIT`]), so the first requests find the keys;
 //! - a token whose `kid` the cached set lacks triggers a refetch, at most once per the
 //!   credential's `jwks_refetch_interval` per URL; the filter call waits for it only until its
-//!   own deadline (the filter's `timeout` less a margin) and is refused if the key has not
+//!   own deadline (the filter's `timeout` from the start of the call) and is refused if the key has not
 //!   arrived by then — later requests find it. So a filter call never blocks on the network
 //!   for longer than its deadline;
 //! - a set older than [`STALE_FACTOR`] × the interval is refreshed in the background while the

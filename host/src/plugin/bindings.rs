@@ -394,8 +394,9 @@ impl ferrox::filter::counters::Host for HostState {
         self.note("counters");
         let key = self.namespaced(&key);
         let store = self.services.state.load_full();
-        Ok(store
-            .incr(&key, delta, window_ms, self.store_deadline)
+        let deadline = self.store_deadline;
+        Ok(self
+            .io(store.incr(&key, delta, window_ms, deadline))
             .await
             .map(|v| ferrox::filter::counters::Counter {
                 count: v.count,
@@ -412,8 +413,9 @@ impl ferrox::filter::counters::Host for HostState {
         self.note("counters");
         let key = self.namespaced(&key);
         let store = self.services.state.load_full();
-        Ok(store
-            .incr_sliding(&key, delta, window_ms, self.store_deadline)
+        let deadline = self.store_deadline;
+        Ok(self
+            .io(store.incr_sliding(&key, delta, window_ms, deadline))
             .await
             .map(|v| ferrox::filter::counters::Sliding {
                 current: v.current,
@@ -429,7 +431,8 @@ impl ferrox::filter::cache::Host for HostState {
         self.note("cache");
         let key = self.namespaced(&key);
         let store = self.services.state.load_full();
-        Ok(store.get(&key, self.store_deadline).await)
+        let deadline = self.store_deadline;
+        Ok(self.io(store.get(&key, deadline)).await)
     }
     async fn set(
         &mut self,
@@ -443,7 +446,8 @@ impl ferrox::filter::cache::Host for HostState {
         }
         let key = self.namespaced(&key);
         let store = self.services.state.load_full();
-        Ok(store.set(&key, value, ttl_ms, self.store_deadline).await)
+        let deadline = self.store_deadline;
+        Ok(self.io(store.set(&key, value, ttl_ms, deadline)).await)
     }
 }
 

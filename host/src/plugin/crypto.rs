@@ -51,9 +51,11 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<(), WitError>> {
         self.note("crypto");
         let credentials = self.services.credentials.load_full();
-        let result = credentials
-            .jwt
-            .verify(&credential, key_id.as_deref(), &token, self.store_deadline)
+        let deadline = self.store_deadline;
+        let result = self
+            .io(credentials
+                .jwt
+                .verify(&credential, key_id.as_deref(), &token, deadline))
             .await;
         Ok(result.map_err(|e| match e {
             VerifyError::Malformed => WitError::Malformed,

@@ -108,10 +108,16 @@ pub struct HostState {
     pub(crate) route: Arc<str>,
     /// Host services called during the current call (for the request explain view).
     pub(crate) calls: Vec<&'static str>,
-    /// When the state store must have answered during the current call, so that a slow store
-    /// fails the host call (and the filter applies its own policy) before the filter's
-    /// deadline fails the filter.
+    /// When host I/O (a state store call, a JWKS fetch) must have answered during the current
+    /// call: the filter's `timeout` after the call started, or sooner by the service's own
+    /// timeout. A slow store fails the host call and the filter applies its own policy; the
+    /// wait is not counted against the filter's execution budget, so it never fails the filter.
     pub(crate) store_deadline: Option<Instant>,
+    /// When the current call started, its execution budget (the filter's `timeout`) and the
+    /// time it spent waiting on host I/O, which does not count against the budget.
+    call_start: Instant,
+    budget: Duration,
+    io_wait: Duration,
 }
 
 impl std::fmt::Debug for HostState {
@@ -148,14 +154,37 @@ impl HostState {
             route,
             calls: Vec::new(),
             store_deadline: None,
+            call_start: Instant::now(),
+            budget: Duration::ZERO,
+            io_wait: Duration::ZERO,
         }
     }
 
-    /// Start a filter call limited to `timeout`: state store calls get that time less a
-    /// margin for the filter to finish (1ms + 20%).
+    /// Start a filter call whose own execution may take `timeout`. Waiting on host I/O
+    /// (Redis, a JWKS fetch) is not counted: on a busy machine an awaited store call can take
+    /// milliseconds of wall time before the task runs again, and that must not fail a filter
+    /// whose code took microseconds. Host I/O is bounded separately (`store_deadline`).
     pub(crate) fn start_call(&mut self, timeout: Duration) {
-        let margin = Duration::from_millis(1) + timeout / 5;
-        self.store_deadline = Some(Instant::now() + timeout.saturating_sub(margin));
+        let now = Instant::now();
+        self.call_start = now;
+        self.budget = timeout;
+        self.io_wait = Duration::ZERO;
+        self.store_deadline = Some(now + timeout);
+    }
+
+    /// Await host I/O for the guest, keeping the wait off the call's execution budget.
+    pub(crate) async fn io<F: std::future::Future>(&mut self, f: F) -> F::Output {
+        let started = Instant::now();
+        let out = f.await;
+        self.io_wait += started.elapsed();
+        out
+    }
+
+    /// What is left of the current call's execution budget, or `None` once it is spent.
+    /// Asked by the epoch-deadline callback when the wall-clock deadline passes.
+    pub(crate) fn remaining_budget(&self) -> Option<Duration> {
+        let executed = self.call_start.elapsed().saturating_sub(self.io_wait);
+        self.budget.checked_sub(executed).filter(|d| !d.is_zero())
     }
 
     /// Record a host call (deduplicated, for the explain view).

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::component::{Linker, Resource};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use bindings::{Filter, FilterPre};
 pub use bindings::{Flow, Reply, RequestState, ResponseState};
@@ -299,6 +299,15 @@ impl FilterPool {
         );
         let mut store = Store::new(engine.engine(), state);
         store.limiter(host::limiter);
+        // The wall-clock epoch deadline is a cheap first check; when it passes, the call goes
+        // on only if its own execution (wall time less host I/O waits) is still in budget.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(match ctx.data().remaining_budget() {
+                Some(left) => UpdateDeadline::Continue(ticks(left)),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
+        store.data_mut().start_call(INIT_DEADLINE);
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
         let filter = self
             .plugin

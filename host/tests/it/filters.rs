@@ -141,7 +141,12 @@ async fn misbehaving_filters_follow_their_policy_and_harm_nobody_else() {
     // Deadlines are wall-clock: only `spin` gets a short one, so a loaded machine cannot turn
     // the others' failures into timeouts.
     for (g, timeout) in [("trap", "500ms"), ("spin", "20ms"), ("oom", "500ms")] {
-        plugins.push_str(&guest_plugin_yaml(g, &[]));
+        let grants: &[&str] = if g == "spin" {
+            &["counters", "clock"]
+        } else {
+            &[]
+        };
+        plugins.push_str(&guest_plugin_yaml(g, grants));
         routes.push_str(&format!(
             "  - name: {g}-closed\n    match: {{ path_prefix: /{g}/closed }}\n    upstream: u\n    filters:\n      - {{ plugin: {g}, timeout: {timeout}, memory: 8MiB }}\n  - name: {g}-open\n    match: {{ path_prefix: /{g}/open }}\n    upstream: u\n    filters:\n      - {{ plugin: {g}, on_error: open, timeout: {timeout}, memory: 8MiB }}\n"
         ));

@@ -595,3 +595,88 @@ async fn the_state_store_enum_reaches_redis_and_reports_errors_as_text() {
     assert!(err.contains("127.0.0.1"), "{err}");
     assert!(started.elapsed() < Duration::from_millis(500));
 }
+
+/// A TCP proxy to the real Redis that holds every answer for `delay` before passing it on.
+async fn slow_redis(delay: Duration) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect("127.0.0.1:6379").await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// A filter's `timeout` bounds its own execution, not its waits on the state store: a call
+/// that waits 300ms on Redis and then computes for 250ms fits a 500ms timeout, while one that
+/// computes for 600ms after the same wait does not.
+#[tokio::test]
+async fn waiting_on_the_store_does_not_count_against_the_filter_deadline() {
+    let up = echo_upstream().await;
+    let (port, server) = slow_redis(Duration::from_millis(300)).await;
+    let p = prefix();
+    let plugins = guest_plugin_yaml("spin", &["counters", "clock"]);
+    let route = |name: &str, work_ms: u64| {
+        format!(
+            "  - name: {name}\n    match: {{ path_prefix: /{name} }}\n    upstream: u\n    filters:\n      - plugin: spin\n        timeout: 500ms\n        config: {{ incr: true, work_ms: {work_ms} }}\n"
+        )
+    };
+    let yaml = format!(
+        "state: redis://127.0.0.1:{port}\nstate_options: {{ timeout: 5s, key_prefix: \"{p}\" }}\nplugins:\n{plugins}upstreams:\n{}routes:\n{}{}",
+        upstream_yaml("u", &[up.addr], ""),
+        route("fits", 250),
+        route("overruns", 600),
+    );
+    let gw = gateway(&yaml).await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let r = get(&gw.url("/fits")).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(
+            started.elapsed() >= Duration::from_millis(550),
+            "the store wait and the work both happened: {:?}",
+            started.elapsed()
+        );
+    }
+    let r = get(&gw.url("/overruns")).await;
+    assert_eq!(r.status, 503, "600ms of work overruns a 500ms timeout");
+    assert_eq!(r.header("ferrox-error"), Some("filter"));
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "ferrox_filter_failures_total{kind=\"timeout\",plugin=\"spin\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    // The counter updates went through the slow proxy to the real Redis.
+    let mut conn = redis().await;
+    let keys: Vec<String> = conn.keys(format!("{p}*")).await.expect("keys");
+    assert!(!keys.is_empty(), "no counter under {p}");
+    let _: () = conn.del(keys).await.expect("del");
+    server.abort();
+}
