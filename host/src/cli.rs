@@ -288,7 +288,7 @@ async fn run(args: ServeArgs) -> ExitCode {
     tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "ferrox is serving");
     if demo_task.is_some() {
         eprintln!(
-            "\nFerrox is up. Try:\n  curl -i http://{p}/demo/hello\n  curl http://{a}/health\n  curl -H 'Authorization: Bearer {t}' http://{a}/metrics\n",
+            "\nFerrox is up. Try:\n  curl -i http://{p}/demo/hello\n  curl http://{a}/health\n  curl -H 'Authorization: Bearer {t}' http://{a}/metrics\nLive dashboard: http://{a}/dashboard (log in with the admin token)\n",
             p = running.proxy_addr,
             a = running.admin_addr,
             t = running.admin_token,
