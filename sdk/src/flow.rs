@@ -49,6 +49,17 @@ impl Reply {
         }
     }
 
+    /// The `500` an authentication filter answers when it cannot remove the credential it
+    /// accepted from the request: forwarding the request would leak the credential upstream.
+    pub fn credential_not_removed() -> Self {
+        Self::new(500)
+            .header("cache-control", "no-store")
+            .json(&serde_json::json!({
+                "error": "internal",
+                "message": "the credential could not be removed from the request",
+            }))
+    }
+
     /// Add a header (kept in order; a name may repeat).
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

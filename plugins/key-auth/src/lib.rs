@@ -177,13 +177,7 @@ impl Filter for KeyAuth {
                     // Forwarding the key would leak it: refuse instead.
                     log::error(&format!("could not remove the key from the request: {e}"));
                     metrics::counter_add("auth_failure", 1);
-                    return Reply::new(500)
-                        .header("cache-control", "no-store")
-                        .json(&json!({
-                            "error": "internal",
-                            "message": "the credential could not be removed from the request",
-                        }))
-                        .into();
+                    return Reply::credential_not_removed().into();
                 }
                 metrics::counter_add("auth_success", 1);
                 log::debug(&format!("authenticated consumer {consumer}"));
