@@ -62,13 +62,28 @@ pub struct Running {
     pub token_generated: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Duplicates of the listening sockets (`proxy`, `admin`) for a binary upgrade; closed when
+    /// the instance stops accepting.
+    #[cfg(unix)]
+    listen_fds: std::sync::Mutex<Vec<(&'static str, std::os::fd::OwnedFd)>>,
 }
 
-async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+/// Bind `addr`, or adopt the listener called `name` inherited from a predecessor process
+/// (binary upgrade) when it listens there.
+async fn bind(addr: &str, name: &str) -> Result<TcpListener, StartError> {
     let parsed: SocketAddr = addr.parse().map_err(|_| StartError::Bind {
         addr: addr.to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not ip:port"),
     })?;
+    #[cfg(unix)]
+    if let Some(listener) = crate::upgrade::inherited_listener(name, parsed) {
+        return TcpListener::from_std(listener).map_err(|source| StartError::Bind {
+            addr: addr.to_owned(),
+            source,
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = name;
     let socket = if parsed.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -103,8 +118,24 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         Some(t) => (t, false),
         None => (generate_token(), true),
     };
-    let proxy_listener = bind(&opts.config.listen).await?;
-    let admin_listener = bind(&opts.config.admin.listen).await?;
+    let proxy_listener = bind(&opts.config.listen, "proxy").await?;
+    let admin_listener = bind(&opts.config.admin.listen, "admin").await?;
+    #[cfg(unix)]
+    let listen_fds = {
+        use std::os::fd::AsFd;
+        let dup = |l: &TcpListener, addr: &str| {
+            l.as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| StartError::Bind {
+                    addr: addr.to_owned(),
+                    source,
+                })
+        };
+        vec![
+            ("proxy", dup(&proxy_listener, &opts.config.listen)?),
+            ("admin", dup(&admin_listener, &opts.config.admin.listen)?),
+        ]
+    };
     let proxy_addr = proxy_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -210,6 +241,8 @@ fn local_store(
     let Some(path) = path else {
         return Ok(Store::Memory(MemoryStore::new(config.clone())));
     };
+        #[cfg(unix)]
+        listen_fds: std::sync::Mutex::new(listen_fds),
     let doc = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| crate::config::parse_yaml(&text).ok())
@@ -243,6 +276,23 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        #[cfg(unix)]
+        self.listen_fds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Fresh duplicates of the listening sockets (`proxy`, `admin`) to hand to a new process;
+    /// empty once the instance has begun to shut down.
+    #[cfg(unix)]
+    pub fn listener_fds(&self) -> std::io::Result<Vec<(&'static str, std::os::fd::OwnedFd)>> {
+        self.listen_fds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, fd)| Ok((*name, fd.try_clone()?)))
+            .collect()
     }
 }
 

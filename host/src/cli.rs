@@ -99,6 +99,18 @@ pub struct ServeArgs {
     /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal, JSON otherwise).
     #[arg(long, env = "FERROX_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
+    /// Write the PID of the serving process to this file (replaced by the new process after a
+    /// binary upgrade; removed at exit).
+    #[arg(long, env = "FERROX_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// The binary `SIGUSR2` starts for a zero-downtime upgrade (default: the path this process
+    /// was started as).
+    #[arg(long, env = "FERROX_UPGRADE_BINARY")]
+    pub upgrade_binary: Option<PathBuf>,
+    /// How long the new process of an upgrade may take to serve before it is stopped and this
+    /// one keeps serving.
+    #[arg(long, env = "FERROX_UPGRADE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upgrade_timeout: std::time::Duration,
 }
 
 /// Run the CLI; returns the process exit code.
@@ -294,37 +306,96 @@ async fn run(args: ServeArgs) -> ExitCode {
             t = running.admin_token,
         );
     }
-    wait_for_signal().await;
-    tracing::info!("shutdown signal received; draining");
+    #[cfg(unix)]
+    {
+        crate::upgrade::release_unclaimed();
+        if let Some(path) = &args.pid_file
+            && let Err(e) = crate::upgrade::write_pid_file(path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the PID file");
+        }
+        crate::upgrade::announce_ready();
+    }
+    wait_for_signal(&args, &running).await;
     running.shutdown().await;
     if let Some(t) = demo_task {
         t.abort();
+    }
+    #[cfg(unix)]
+    if let Some(path) = &args.pid_file {
+        crate::upgrade::remove_pid_file(path);
     }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+/// Wait for `SIGTERM`/`SIGINT`, or for a `SIGUSR2` binary upgrade whose new process serves.
+#[cfg(unix)]
+async fn wait_for_signal(args: &ServeArgs, running: &crate::app::Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received; draining");
+        return;
+    };
+    type Pending =
+        std::pin::Pin<Box<dyn Future<Output = Result<u32, crate::upgrade::UpgradeError>> + Send>>;
+    let mut upgrade: Option<Pending> = None;
+    let timeout = args.upgrade_timeout;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr2.recv() => {
+                if upgrade.is_some() {
+                    tracing::warn!("an upgrade is already under way; SIGUSR2 ignored");
+                    continue;
                 }
+                let fds = match running.listener_fds() {
+                    Ok(fds) => fds,
+                    Err(e) => {
+                        tracing::error!(error = %e, "upgrade failed: cannot share the listeners; this process keeps serving");
+                        continue;
+                    }
+                };
+                // A generated admin token stays the same across the upgrade.
+                let env = if running.token_generated {
+                    vec![("FERROX_ADMIN_TOKEN".to_owned(), running.admin_token.to_string())]
+                } else {
+                    Vec::new()
+                };
+                let binary = crate::upgrade::successor_binary(args.upgrade_binary.as_deref());
+                tracing::info!(binary = %binary.display(), "SIGUSR2: upgrading");
+                upgrade = Some(Box::pin(async move {
+                    crate::upgrade::spawn_successor(&binary, fds, env, timeout).await
+                }));
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+            done = async {
+                match upgrade.as_mut() {
+                    Some(pending) => pending.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                upgrade = None;
+                match done {
+                    Ok(pid) => {
+                        tracing::info!(pid, "the new process serves; this one stops accepting and drains");
+                        return;
+                    }
+                    Err(e) => tracing::error!(error = %e, "upgrade failed; this process keeps serving"),
+                }
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    tracing::info!("shutdown signal received; draining");
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal(_args: &ServeArgs, _running: &crate::app::Running) {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown signal received; draining");
 }

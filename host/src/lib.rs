@@ -43,3 +43,5 @@ pub mod scaffold;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+#[cfg(unix)]
+pub mod upgrade;

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -20,6 +21,12 @@ use crate::gateway::Gateway;
 
 /// Idle keep-alive connections are closed after this long without a request.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
+
+/// At shutdown, how long HTTP/1.1 connections may go on before the graceful close (at most half
+/// the drain timeout). Meanwhile each response carries `Connection: close`, so a client that
+/// keeps sending learns to reconnect from a complete response instead of racing a close of an
+/// idle connection (a request sent as the server closes fails on the client's side).
+const DRAIN_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -61,6 +68,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     // Set when the drain timeout is reached: connections still open are then dropped.
     let (force_close, force_rx) = tokio::sync::watch::channel(false);
+    // Set when accepting stops: HTTP/1.1 responses then carry `Connection: close`.
+    let draining = Arc::new(AtomicBool::new(false));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -81,6 +90,7 @@ pub async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         let force = force_rx.clone();
+        let draining = draining.clone();
         let header_timeout = cfg.header_read_timeout.0;
         tokio::spawn(async move {
             gw.metrics.connections_active.inc();
@@ -101,6 +111,7 @@ pub async fn serve(
                         conn,
                         state,
                         force,
+                        draining,
                     )
                     .await;
                 }
@@ -124,6 +135,7 @@ pub async fn serve(
                                 conn,
                                 state,
                                 force,
+                                draining,
                             )
                             .await;
                         }
@@ -142,6 +154,13 @@ pub async fn serve(
         ?drain,
         "draining connections"
     );
+    draining.store(true, Ordering::Release);
+    let grace = DRAIN_CLOSE_GRACE.min(drain / 2);
+    let started = tokio::time::Instant::now();
+    while graceful.count() > 0 && started.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drain = drain.saturating_sub(started.elapsed());
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
@@ -159,6 +178,7 @@ async fn serve_conn<I>(
     conn: ConnInfo,
     state: Arc<ConnState>,
     mut force: tokio::sync::watch::Receiver<bool>,
+    draining: Arc<AtomicBool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -166,12 +186,23 @@ async fn serve_conn<I>(
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let gw = gw.clone();
         let state = svc_state.clone();
-        if req.version() == http::Version::HTTP_2 {
+        let draining = draining.clone();
+        let h1 = req.version() < http::Version::HTTP_2;
+        if !h1 {
             state.disable();
         }
         state.request_started();
         async move {
-            let resp = handle(gw, req, conn).await?;
+            let mut resp = handle(gw, req, conn).await?;
+            if h1
+                && draining.load(Ordering::Acquire)
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, std::convert::Infallible>(resp.map(|b| DoneBody::new(b, state)))
         }
     });

@@ -23,3 +23,4 @@ mod proxy;
 mod redis_state;
 mod security;
 mod streaming;
+mod upgrade;
