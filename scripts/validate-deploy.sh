@@ -108,10 +108,13 @@ done
 
 log "systemd"
 ROOTFS=$WORK/root
-mkdir -p "$ROOTFS/usr/local/bin" "$ROOTFS/etc/systemd/system" "$ROOTFS/usr/lib/systemd"
+mkdir -p "$ROOTFS/usr/local/bin" "$ROOTFS/bin" "$ROOTFS/etc/systemd/system" "$ROOTFS/usr/lib/systemd"
 cp -r /usr/lib/systemd/system "$ROOTFS/usr/lib/systemd/"
-printf '#!/bin/sh\n' >"$ROOTFS/usr/local/bin/ferrox"
-chmod +x "$ROOTFS/usr/local/bin/ferrox"
+# Stand-ins for the unit's commands (ExecStart, ExecReload).
+for cmd in usr/local/bin/ferrox bin/kill; do
+    printf '#!/bin/sh\n' >"$ROOTFS/$cmd"
+    chmod +x "$ROOTFS/$cmd"
+done
 cp examples/deploy/systemd/ferrox.service "$ROOTFS/etc/systemd/system/"
 verify_unit() { # any message (unknown key, bad value) is an error
     local out
