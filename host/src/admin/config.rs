@@ -38,12 +38,17 @@ struct ExportParams {
     format: Option<String>,
 }
 
-/// The document with its secrets removed: no `admin.token`, JWT secrets `<redacted>`, API
-/// keys as `sha256:<hex>`.
+/// The document with its secrets removed: no `admin.token`, JWT secrets and span export
+/// headers `<redacted>`, API keys as `sha256:<hex>`.
 pub fn redacted(doc: &GatewayConfig) -> GatewayConfig {
     let mut doc = doc.clone();
     doc.admin.token = None;
     hash_keys(&mut doc);
+    if let Some(t) = &mut doc.tracing {
+        for v in t.headers.values_mut() {
+            *v = REDACTED.into();
+        }
+    }
     for c in &mut doc.consumers {
         for j in &mut c.jwt {
             if j.secret.is_some() {
@@ -203,7 +208,7 @@ fn named_diff<T: Named>(b: &GatewayConfig, a: &GatewayConfig, out: &mut Vec<Diff
 }
 
 /// Make an imported document storable against the current one: keep the admin token, restore
-/// redacted JWT secrets, hash plaintext keys.
+/// redacted JWT secrets and span export headers, hash plaintext keys.
 pub fn prepare(mut doc: GatewayConfig, current: &GatewayConfig) -> Result<GatewayConfig, ApiError> {
     if doc.admin.token.is_none() {
         doc.admin.token.clone_from(&current.admin.token);
@@ -229,6 +234,20 @@ pub fn prepare(mut doc: GatewayConfig, current: &GatewayConfig) -> Result<Gatewa
                     message: format!(
                         "{REDACTED} stands for the stored secret, but consumer {:?} has no such credential; give the secret",
                         c.name
+                    ),
+                }),
+            }
+        }
+    }
+    if let Some(t) = &mut doc.tracing {
+        let old = current.tracing.as_ref().map(|o| &o.headers);
+        for (name, value) in t.headers.iter_mut().filter(|(_, v)| *v == REDACTED) {
+            match old.and_then(|o| o.get(name)) {
+                Some(stored) => value.clone_from(stored),
+                None => issues.push(ConfigIssue {
+                    path: format!("tracing.headers.{name}"),
+                    message: format!(
+                        "{REDACTED} stands for the stored value, but there is none; give the value"
                     ),
                 }),
             }

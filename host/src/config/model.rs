@@ -60,6 +60,69 @@ pub struct GatewayConfig {
     /// Request logs written to PostgreSQL (only with `database_url`).
     #[serde(default, skip_serializing_if = "RequestLogsConfig::is_default")]
     pub request_logs: RequestLogsConfig,
+    /// Distributed tracing: each request's spans (the request, each filter call, the upstream
+    /// call) exported over OTLP/HTTP. Absent (the default): no span is made. This instance's
+    /// own setting, read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Span export over OTLP/HTTP (protobuf) to an OpenTelemetry Collector, Jaeger, Tempo or any
+/// OTLP receiver. Spans are queued in memory and sent in batches; when the queue is full, or a
+/// batch cannot be delivered, they are dropped and counted (`ferrox_trace_dropped_total`),
+/// never waited for.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Base URL of the OTLP/HTTP receiver, `http://host:port` or `https://host:port` (an
+    /// optional path prefix is kept); spans are POSTed to `<otlp_endpoint>/v1/traces`. The
+    /// OpenTelemetry Collector listens on port 4318.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans. Default `ferrox`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces (requests without a `traceparent`) that are recorded, 0.0 to 1.0.
+    /// A request with a `traceparent` follows its sampled flag. Default 1.0.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Extra headers sent with each export (e.g. an API key of a hosted backend). Values are
+    /// redacted in the admin API's export; `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (`k=v,k2=v2`)
+    /// keeps them out of the file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Limit of one export, retries included. 1ms to 60s; default 10s.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: Dur,
+    /// Finished requests waiting to be exported; beyond it new ones are dropped.
+    /// 1 to 1000000; default 4096.
+    #[serde(default = "default_trace_queue")]
+    pub queue: usize,
+    /// Most requests per export (each gives 1 + filter calls + 1 spans). 1 to 10000;
+    /// default 256.
+    #[serde(default = "default_trace_batch")]
+    pub batch: usize,
+    /// A partial batch is sent after this long. 1ms to 60s; default 1s.
+    #[serde(default = "default_trace_flush")]
+    pub flush_interval: Dur,
+}
+
+fn default_service_name() -> String {
+    "ferrox".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_export_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_trace_queue() -> usize {
+    4096
+}
+fn default_trace_batch() -> usize {
+    256
+}
+fn default_trace_flush() -> Dur {
+    Dur::secs(1)
 }
 
 /// Request logs in PostgreSQL: one row per request, queued in memory and inserted in batches;

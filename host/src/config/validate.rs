@@ -127,6 +127,57 @@ fn check_database(issues: &mut Issues, cfg: &GatewayConfig) {
     }
 }
 
+/// `tracing`: the OTLP endpoint, the sample ratio, export headers and the queue's bounds.
+fn check_tracing(issues: &mut Issues, cfg: &GatewayConfig) {
+    use std::time::Duration;
+    let Some(t) = &cfg.tracing else { return };
+    match t.otlp_endpoint.parse::<http::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some_and(|h| !h.is_empty())
+                && uri.query().is_none() => {}
+        _ => issues.add(
+            "tracing.otlp_endpoint",
+            format!(
+                "{:?} is not an http:// or https:// URL without a query",
+                t.otlp_endpoint
+            ),
+        ),
+    }
+    if t.service_name.is_empty() {
+        issues.add("tracing.service_name", "must not be empty");
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        issues.add("tracing.sample_ratio", "must be between 0.0 and 1.0");
+    }
+    for (name, value) in &t.headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            issues.add(
+                format!("tracing.headers.{name}"),
+                "is not a valid header name",
+            );
+        } else if http::HeaderValue::from_str(value).is_err() {
+            issues.add(
+                format!("tracing.headers.{name}"),
+                "is not a valid header value",
+            );
+        }
+    }
+    if t.timeout.0 < Duration::from_millis(1) || t.timeout.0 > Duration::from_secs(60) {
+        issues.add("tracing.timeout", "must be between 1ms and 60s");
+    }
+    if t.queue == 0 || t.queue > 1_000_000 {
+        issues.add("tracing.queue", "must be between 1 and 1000000");
+    }
+    if t.batch == 0 || t.batch > 10_000 {
+        issues.add("tracing.batch", "must be between 1 and 10000");
+    }
+    if t.flush_interval.0 < Duration::from_millis(1) || t.flush_interval.0 > Duration::from_secs(60)
+    {
+        issues.add("tracing.flush_interval", "must be between 1ms and 60s");
+    }
+}
+
 /// Validate a parsed document; returns every issue found (empty when valid).
 pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     let mut issues = Issues::default();
@@ -150,6 +201,7 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
         issues.add("state", message);
     }
     check_database(&mut issues, cfg);
+    check_tracing(&mut issues, cfg);
     let so = &cfg.state_options;
     if so.timeout.0 < std::time::Duration::from_millis(1)
         || so.timeout.0 > std::time::Duration::from_secs(10)
@@ -658,5 +710,35 @@ routes:
             parse_yaml("state_options: { ttl: 5s }\n").is_err(),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn tracing_section_is_checked_with_paths() {
+        assert!(issues_of("tracing: { otlp_endpoint: \"http://127.0.0.1:4318\" }\n").is_empty());
+        assert!(
+            issues_of(
+                "tracing: { otlp_endpoint: \"https://otel.example:4318/prefix\", sample_ratio: 0.25, headers: { x-api-key: k } }\n"
+            )
+            .is_empty()
+        );
+        let got = issues_of(
+            "tracing: { otlp_endpoint: \"ftp://x\", service_name: \"\", sample_ratio: 1.5, \
+             headers: { \"bad name\": v }, timeout: 0s, queue: 0, batch: 0, flush_interval: 2m }\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "tracing.otlp_endpoint: \"ftp://x\" is not an http:// or https:// URL without a query",
+                "tracing.service_name: must not be empty",
+                "tracing.sample_ratio: must be between 0.0 and 1.0",
+                "tracing.headers.bad name: is not a valid header name",
+                "tracing.timeout: must be between 1ms and 60s",
+                "tracing.queue: must be between 1 and 1000000",
+                "tracing.batch: must be between 1 and 10000",
+                "tracing.flush_interval: must be between 1ms and 60s",
+            ]
+        );
+        assert!(parse_yaml("tracing: { otlp_endpoint: x, sampler: always }\n").is_err());
+        assert!(parse_yaml("tracing: { service_name: x }\n").is_err());
     }
 }
