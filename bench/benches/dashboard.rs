@@ -21,6 +21,7 @@ fn records(plugins: &[Arc<str>]) -> Vec<FilterRecord> {
                 plugin: p.clone(),
                 phase,
                 decision: decision.to_owned(),
+                started: Instant::now(),
                 micros: 3,
                 calls: vec!["request.header", "counters"],
             });

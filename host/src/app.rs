@@ -201,6 +201,12 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         }
     }));
     tasks.push(control.follow(stop_rx.clone()));
+    tasks.extend(crate::tracing_export::attach(
+        &gateway,
+        opts.config.tracing.as_ref(),
+        opts.config.server.drain_timeout.0,
+        stop_rx.clone(),
+    ));
     tasks.extend(crate::store::pg::attach(
         &control.store,
         &gateway,

@@ -26,6 +26,8 @@ pub struct Gateway {
     pub stats: crate::dashboard::StatsHub,
     /// Request logs to PostgreSQL, set once at start in PostgreSQL mode.
     pub request_log: std::sync::OnceLock<crate::reqlog::RequestLog>,
+    /// Span export, set once at start when the config has a `tracing` section.
+    pub trace_export: std::sync::OnceLock<crate::tracing_export::TraceExport>,
 }
 
 impl Gateway {
@@ -44,6 +46,7 @@ impl Gateway {
             apply_lock: tokio::sync::Mutex::new(()),
             stats: crate::dashboard::StatsHub::new(),
             request_log: std::sync::OnceLock::new(),
+            trace_export: std::sync::OnceLock::new(),
         }))
     }
 

@@ -16,6 +16,7 @@
 //! - [`store`]: the config store (memory, file, PostgreSQL); [`control`]: how admin writes and
 //!   store changes reach the snapshot.
 //! - [`dashboard`]: the live web dashboard on the admin listener and its stats hub.
+//! - [`tracing_export`]: spans of each request exported over OTLP/HTTP (when configured).
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -43,5 +44,6 @@ pub mod scaffold;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod tracing_export;
 #[cfg(unix)]
 pub mod upgrade;

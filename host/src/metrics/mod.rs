@@ -51,6 +51,9 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     /// `ferrox_websocket_tunnels_total`: upgraded connections tunnelled.
     pub websocket_tunnels: IntCounter,
+    /// `ferrox_trace_dropped_total`: traced requests whose spans were dropped (export queue
+    /// full, or a batch the OTLP receiver did not take).
+    pub trace_dropped: IntCounter,
     /// `ferrox_rate_limited_total{route}`: requests a filter answered with 429.
     pub rate_limited: IntCounterVec,
     /// `ferrox_cache_lookups_total{route,result}`: response-cache lookups by result (`hit`,
@@ -153,6 +156,13 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(websocket_tunnels.clone()))
             .expect("metric registered once");
+        let trace_dropped = IntCounter::new(
+            "ferrox_trace_dropped_total",
+            "Traced requests whose spans were dropped: export queue full, or a batch the OTLP receiver did not take.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(trace_dropped.clone()))
+            .expect("metric registered once");
         Self {
             requests: counter_vec(
                 &r,
@@ -246,6 +256,7 @@ impl Metrics {
             connections_active,
             requests_in_flight,
             websocket_tunnels,
+            trace_dropped,
             plugin_metric_names: Default::default(),
             registry: r,
         }

@@ -76,6 +76,8 @@ pub struct FilterRecord {
     pub phase: &'static str,
     /// `continue`, `respond <status>`, `skipped (<why>)`, `failed (<why>)`, `done`.
     pub decision: String,
+    /// When the call started (a span's start when traces are exported).
+    pub started: Instant,
     /// Time in the filter, µs.
     pub micros: u64,
     /// Host services it called.
@@ -132,7 +134,13 @@ impl Pipeline {
                                 Some(_) => "continue (cache hit)",
                                 None => "continue",
                             };
-                            records.push(record(stage, "request", decision.into(), micros, calls));
+                            records.push(record(
+                                stage,
+                                "request",
+                                decision.into(),
+                                (start, micros),
+                                calls,
+                            ));
                             if let Some(entry) = hit {
                                 return (RequestOutcome::Cached(entry), ran);
                             }
@@ -142,7 +150,7 @@ impl Pipeline {
                                 stage,
                                 "request",
                                 format!("respond {}", reply.status),
-                                micros,
+                                (start, micros),
                                 calls,
                             ));
                             return (RequestOutcome::Respond(reply), ran);
@@ -151,7 +159,15 @@ impl Pipeline {
                 }
                 Err(failure) => {
                     settle(stage, admission, Outcome::Failure);
-                    fail(stage, metrics, records, "request", &failure, micros, calls);
+                    fail(
+                        stage,
+                        metrics,
+                        records,
+                        "request",
+                        &failure,
+                        (start, micros),
+                        calls,
+                    );
                     if stage.on_error == OnError::Closed {
                         return (RequestOutcome::Failed, ran);
                     }
@@ -187,11 +203,25 @@ impl Pipeline {
             match result {
                 Ok(()) => {
                     settle(stage, admission, Outcome::Success);
-                    records.push(record(stage, "response", "done".into(), micros, calls));
+                    records.push(record(
+                        stage,
+                        "response",
+                        "done".into(),
+                        (start, micros),
+                        calls,
+                    ));
                 }
                 Err(failure) => {
                     settle(stage, admission, Outcome::Failure);
-                    fail(stage, metrics, records, "response", &failure, micros, calls);
+                    fail(
+                        stage,
+                        metrics,
+                        records,
+                        "response",
+                        &failure,
+                        (start, micros),
+                        calls,
+                    );
                     if stage.on_error == OnError::Closed {
                         return false;
                     }
@@ -251,7 +281,7 @@ fn admit(
             stage,
             phase,
             "skipped (tripped)".into(),
-            0,
+            (Instant::now(), 0),
             Vec::new(),
         ));
         return None;
@@ -282,7 +312,7 @@ fn fail(
     records: &mut Vec<FilterRecord>,
     phase: &'static str,
     failure: &FilterFailure,
-    micros: u64,
+    timing: (Instant, u64),
     calls: Vec<&'static str>,
 ) {
     metrics
@@ -294,7 +324,7 @@ fn fail(
         stage,
         phase,
         format!("failed ({failure})"),
-        micros,
+        timing,
         calls,
     ));
 }
@@ -303,13 +333,14 @@ fn record(
     stage: &Stage,
     phase: &'static str,
     decision: String,
-    micros: u64,
+    (started, micros): (Instant, u64),
     calls: Vec<&'static str>,
 ) -> FilterRecord {
     FilterRecord {
         plugin: stage.plugin.clone(),
         phase,
         decision,
+        started,
         micros,
         calls,
     }

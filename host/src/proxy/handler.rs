@@ -27,6 +27,7 @@ use crate::plugin::response_cache::{CACHE_STATUS_HEADER, CacheUse};
 use crate::plugin::{Reply, RequestState, ResponseState};
 use crate::router::{has_encoded_slash, normalize_path};
 use crate::snapshot::{Route, Snapshot};
+use crate::tracing_export::SpanIds;
 
 /// What the gateway knows about the downstream connection.
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +48,20 @@ struct Trace {
     attempts: u32,
     filters: Vec<FilterRecord>,
     consumer: Option<String>,
+    /// Span ids when spans are exported (`tracing`) and the request has a trace context.
+    span: Option<SpanIds>,
+    /// From the first attempt's send to the last attempt's response head.
+    upstream_window: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+impl Trace {
+    /// Widen the upstream call's window to an attempt sent at `sent` that took `took`.
+    fn attempted(&mut self, sent: Instant, took: Duration) {
+        let first = self
+            .upstream_window
+            .map_or(sent.into_std(), |(first, _)| first);
+        self.upstream_window = Some((first, sent.into_std() + took));
+    }
 }
 
 /// Serve one request. Never fails: every error becomes a response here.
@@ -64,7 +79,10 @@ pub async fn handle(
     let path_for_stats: Box<str> = req.uri().path().into();
     let request_bytes = declared_length(req.headers()).ok().flatten();
     gw.metrics.requests_in_flight.inc();
-    let mut trace = Trace::default();
+    let mut trace = Trace {
+        span: gw.trace_export.get().and_then(|x| x.begin(req.headers())),
+        ..Trace::default()
+    };
     let result = serve(&gw, &snap, req, conn, &rid, &mut trace).await;
     gw.metrics.requests_in_flight.dec();
     let mut resp = match result {
@@ -115,6 +133,34 @@ pub async fn handle(
             .then(|| describe_filters(&trace.filters))
             .as_deref(),
     );
+    // Span export (`tracing`, recorded requests only): a try_send into a bounded queue.
+    if let Some(ids) = trace.span.filter(|ids| ids.sampled)
+        && let Some(export) = gw.trace_export.get()
+    {
+        let started = start.into_std();
+        export.record(crate::tracing_export::Finished {
+            ids,
+            clock: (std::time::Instant::now(), std::time::SystemTime::now()),
+            started,
+            ended: started + elapsed,
+            method: method_label(&method),
+            path: path_for_stats.clone(),
+            route: trace.route.as_ref().map(|r| r.name.clone()),
+            status: status.as_u16(),
+            request_id: rid.to_str().unwrap_or("").to_owned(),
+            consumer: trace.consumer.clone(),
+            error: resp
+                .headers()
+                .get(crate::error::FERROX_ERROR)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            upstream: trace.upstream.as_ref().map(|u| u.name().to_owned()),
+            target: trace.target.clone(),
+            attempts: trace.attempts,
+            upstream_window: trace.upstream_window,
+            filters: trace.filters.clone(),
+        });
+    }
     // Request logs (PostgreSQL mode): a try_send into a bounded queue, never a wait.
     if let Some(log) = gw.request_log.get() {
         log.record(crate::reqlog::Entry {
@@ -222,6 +268,9 @@ async fn serve(
         client,
     );
     ensure_traceparent(&mut headers);
+    if let Some(ids) = &trace.span {
+        ids.propagate(&mut headers);
+    }
     headers.insert(snap.server.request_id_header.clone(), rid.clone());
     if websocket {
         upgrade::set_upgrade_headers(&mut headers);
@@ -500,6 +549,7 @@ async fn forward(
         .await;
         let took = sent.elapsed();
         trace.upstream_time = Some(took);
+        trace.attempted(sent, took);
         upstream.duration.observe(took.as_secs_f64());
         let error = match result {
             Ok(Ok(resp)) => {
