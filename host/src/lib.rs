@@ -30,6 +30,8 @@ pub mod control;
 pub mod dashboard;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod jwt;
 pub mod logging;

@@ -87,7 +87,7 @@ fn settable(name: &HeaderName) -> Result<(), String> {
 
 /// Most header fields a message may carry after filters added theirs: a filter cannot blow up
 /// memory, nor push a request past what upstreams commonly accept (100 fields).
-const MAX_FILTER_HEADERS: usize = 100;
+pub(crate) const MAX_FILTER_HEADERS: usize = 100;
 
 fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
     let n = HeaderName::from_bytes(name.as_bytes())

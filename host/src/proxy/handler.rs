@@ -19,10 +19,12 @@ use super::upstream::{PickError, Upstream, outcome_of_status};
 use super::{cache, upgrade};
 use crate::body::{BodyVerdict, GuardedBody, ProxyBody};
 use crate::breaker::Outcome;
+use crate::config::TargetAddr;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::metrics::{NO_ROUTE, method_label};
 use crate::pipeline::{FilterRecord, Ran, RequestOutcome};
+use crate::plugin::bindings::MAX_FILTER_HEADERS;
 use crate::plugin::response_cache::{CACHE_STATUS_HEADER, CacheUse};
 use crate::plugin::{Reply, RequestState, ResponseState};
 use crate::router::{has_encoded_slash, normalize_path};
@@ -336,12 +338,7 @@ async fn serve(
             else {
                 return Err(GatewayError::Internal("filter request state lost".into()));
             };
-            if let Some(c) = consumer
-                .as_deref()
-                .and_then(|c| HeaderValue::from_str(c).ok())
-            {
-                headers.insert(CONSUMER_HEADER, c);
-            }
+            set_consumer_header(&mut headers, consumer.as_deref());
             // Response filters read the request as it was forwarded.
             state = Some(RequestState {
                 method: method.clone(),
@@ -427,11 +424,15 @@ async fn response_phase(
 }
 
 /// The response a filter answered with.
-fn reply_response(reply: Reply) -> Result<Response<ProxyBody>, GatewayError> {
+pub(crate) fn reply_response(reply: Reply) -> Result<Response<ProxyBody>, GatewayError> {
     let status = StatusCode::from_u16(reply.status)
         .ok()
         .filter(|s| !s.is_informational())
         .ok_or(GatewayError::Filter)?;
+    // The cap filters have on the messages they edit; beyond 32768 names the map would panic.
+    if reply.headers.len() > MAX_FILTER_HEADERS {
+        return Err(GatewayError::Filter);
+    }
     let mut resp = Response::new(crate::body::full(reply.body));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -449,7 +450,7 @@ fn reply_response(reply: Reply) -> Result<Response<ProxyBody>, GatewayError> {
     Ok(resp)
 }
 
-fn join_query(path: String, query: Option<&str>) -> String {
+pub(crate) fn join_query(path: String, query: Option<&str>) -> String {
     match query {
         Some(q) => format!("{path}?{q}"),
         None => path,
@@ -458,6 +459,24 @@ fn join_query(path: String, query: Option<&str>) -> String {
 
 /// Header naming the authenticated consumer to the upstream.
 const CONSUMER_HEADER: http::HeaderName = http::HeaderName::from_static("x-consumer-name");
+
+/// Name the consumer a filter authenticated to the upstream (a name that is no header value is
+/// not sent).
+pub(crate) fn set_consumer_header(headers: &mut HeaderMap, consumer: Option<&str>) {
+    if let Some(c) = consumer.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert(CONSUMER_HEADER, c);
+    }
+}
+
+/// The URI of a request to `addr` for the path and query to forward.
+pub(crate) fn upstream_uri(addr: &TargetAddr, path_and_query: &str) -> Result<Uri, GatewayError> {
+    Uri::builder()
+        .scheme(addr.scheme.clone())
+        .authority(addr.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| GatewayError::BadRequest(bad_uri(&e)))
+}
 
 /// What to send upstream.
 struct Forward {
@@ -517,12 +536,7 @@ async fn forward(
         {
             out_headers.insert(header::HOST, h);
         }
-        let uri = Uri::builder()
-            .scheme(lease.target.addr.scheme.clone())
-            .authority(lease.target.addr.authority.clone())
-            .path_and_query(path_and_query.as_str())
-            .build()
-            .map_err(|e| GatewayError::BadRequest(bad_uri(&e)))?;
+        let uri = upstream_uri(&lease.target.addr, &path_and_query)?;
         let attempt_body = if replayable {
             crate::body::empty()
         } else {
