@@ -37,6 +37,7 @@ impl BodyVerdict {
     const OK: u8 = 0;
     const TOO_LARGE: u8 = 1;
     const IDLE: u8 = 2;
+    const BROKEN: u8 = 3;
 
     /// The body exceeded its limit.
     pub fn too_large(&self) -> bool {
@@ -45,6 +46,10 @@ impl BodyVerdict {
     /// The client paused longer than the idle timeout.
     pub fn idle(&self) -> bool {
         self.0.load(Ordering::Relaxed) == Self::IDLE
+    }
+    /// The client's body itself failed (bad chunked framing, the client went away).
+    pub fn broken(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::BROKEN
     }
     fn set(&self, v: u8) {
         let _ = self
@@ -129,7 +134,10 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                this.verdict.set(BodyVerdict::BROKEN);
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
         }
     }

@@ -30,6 +30,9 @@ pub enum GatewayError {
     /// Too many or too large request headers.
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// The request target is longer than the header section may be.
+    #[error("request target too long")]
+    UriTooLong,
     /// The client was too slow sending its request.
     #[error("request timed out")]
     RequestTimeout,
@@ -74,6 +77,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::CircuitOpen { .. }
             | GatewayError::NoHealthyTarget { .. }
@@ -94,6 +98,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method-not-allowed",
             GatewayError::PayloadTooLarge { .. } => "body-too-large",
             GatewayError::HeadersTooLarge => "headers-too-large",
+            GatewayError::UriTooLong => "uri-too-long",
             GatewayError::RequestTimeout => "request-timeout",
             GatewayError::CircuitOpen { .. } => "circuit-open",
             GatewayError::NoHealthyTarget { .. } => "no-healthy-target",
@@ -135,7 +140,10 @@ impl GatewayError {
         }
         if matches!(
             self,
-            GatewayError::RequestTimeout | GatewayError::BadRequest(_)
+            GatewayError::RequestTimeout
+                | GatewayError::BadRequest(_)
+                | GatewayError::HeadersTooLarge
+                | GatewayError::UriTooLong
         ) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -158,6 +166,7 @@ mod tests {
                 "body-too-large",
             ),
             (GatewayError::HeadersTooLarge, 431, "headers-too-large"),
+            (GatewayError::UriTooLong, 414, "uri-too-long"),
             (GatewayError::RequestTimeout, 408, "request-timeout"),
             (
                 GatewayError::CircuitOpen {

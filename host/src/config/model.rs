@@ -237,6 +237,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Dur,
     /// Longest pause allowed between two chunks of a request body (408 after it).
     pub body_idle_timeout: Dur,
+    /// How long an idle HTTP/1.1 keep-alive connection (no request in progress) stays open.
+    pub keepalive_timeout: Dur,
     /// Largest request header section (431 beyond it).
     pub max_header_bytes: ByteSize,
     /// Most request header fields (431 beyond it).
@@ -260,6 +262,7 @@ impl Default for ServerConfig {
         Self {
             header_read_timeout: Dur::secs(10),
             body_idle_timeout: Dur::secs(30),
+            keepalive_timeout: Dur::secs(75),
             max_header_bytes: ByteSize(64 * 1024),
             max_headers: 100,
             max_concurrent_streams: 100,

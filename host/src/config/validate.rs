@@ -227,6 +227,9 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     if s.body_idle_timeout.0.is_zero() {
         issues.add("server.body_idle_timeout", "must be greater than zero");
     }
+    if s.keepalive_timeout.0.is_zero() {
+        issues.add("server.keepalive_timeout", "must be greater than zero");
+    }
     if s.max_concurrent_streams == 0 {
         issues.add("server.max_concurrent_streams", "must be at least 1");
     }

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -25,6 +26,9 @@ const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: appl
 pub struct ConnState {
     awaiting_head: AtomicBool,
     disabled: AtomicBool,
+    /// The reader parked while a request was in progress: woken when its response finishes so
+    /// that the idle timer starts (hyper may not read again before the client sends).
+    reader: AtomicWaker,
 }
 
 impl ConnState {
@@ -33,6 +37,7 @@ impl ConnState {
         Arc::new(Self {
             awaiting_head: AtomicBool::new(true),
             disabled: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
         })
     }
     /// A request head was parsed.
@@ -42,6 +47,7 @@ impl ConnState {
     /// The response was written completely: the next bytes start a new request.
     pub fn response_finished(&self) {
         self.awaiting_head.store(true, Ordering::Release);
+        self.reader.wake();
     }
     /// HTTP/2 connections multiplex; header timing is h2's business there.
     pub fn disable(&self) {
@@ -118,7 +124,15 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeaderTimeoutIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if !awaiting || this.sleep.as_mut().poll(cx).is_pending() {
+                if !awaiting {
+                    this.state.reader.register(cx.waker());
+                    // A response that finished meanwhile must still start the idle timer.
+                    if this.state.awaiting_head.load(Ordering::Acquire) {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+                if this.sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 if *this.armed {

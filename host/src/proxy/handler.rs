@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::headers::{
-    Forwarding, check_request_headers, check_response_framing, client_ip, ensure_traceparent,
-    is_trusted, request_id, set_forwarding, strip_hop_by_hop, wants_websocket,
+    Forwarding, check_host, check_request_headers, check_response_framing, client_ip,
+    ensure_traceparent, is_trusted, request_id, set_forwarding, strip_hop_by_hop, wants_websocket,
 };
 use super::upstream::{PickError, Upstream, outcome_of_status};
 use super::{cache, upgrade};
@@ -217,6 +217,10 @@ async fn serve(
     if req.method() == Method::CONNECT {
         return Err(GatewayError::MethodNotAllowed);
     }
+    check_host(req.version(), req.uri(), req.headers())?;
+    if request_target_len(req.uri()) as u64 > settings.max_header_bytes.0 {
+        return Err(GatewayError::UriTooLong);
+    }
     check_request_headers(
         req.headers(),
         settings.max_headers,
@@ -278,6 +282,8 @@ async fn serve(
         upgrade::set_upgrade_headers(&mut headers);
     }
 
+    // The consumer header is the gateway's to set (after a filter named one), never the client's.
+    headers.remove(CONSUMER_HEADER);
     if route.pipeline.is_empty() {
         let path_and_query = join_query(forward_path, parts.uri.query());
         let target = Forward {
@@ -290,8 +296,6 @@ async fn serve(
         return forward(gw, route, target, body, downstream_upgrade, trace).await;
     }
 
-    // Filters: the consumer header is the gateway's to set, never the client's.
-    headers.remove(CONSUMER_HEADER);
     let mut state = Some(RequestState {
         method: parts.method.clone(),
         path: forward_path,
@@ -586,6 +590,10 @@ async fn forward(
                     drop(lease);
                     return Err(GatewayError::RequestTimeout);
                 }
+                if verdict.broken() {
+                    drop(lease); // bad chunked framing or a client gone: not the target's fault
+                    return Err(GatewayError::BadRequest("invalid request body"));
+                }
                 let kind = if e.is_connect() {
                     "connect"
                 } else {
@@ -707,6 +715,13 @@ fn request_host(req: &Request<Incoming>) -> &str {
     };
     // The route table compares hosts case-insensitively: no lower-cased copy needed.
     without_port
+}
+
+/// Length of the request target as sent (origin or absolute form).
+fn request_target_len(uri: &Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
 }
 
 /// The declared `Content-Length`, if any (hyper has already refused conflicting values).

@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Uri, Version};
 
 use crate::error::GatewayError;
 
@@ -97,6 +99,39 @@ pub fn check_request_headers(
     }
     if !transfer_encoding_ok(headers) {
         return Err(GatewayError::BadRequest("unsupported Transfer-Encoding"));
+    }
+    Ok(())
+}
+
+/// Refuse Host oddities (RFC 9112 §3.2): an HTTP/1.1 request without `Host`, a `Host` that is
+/// not `host[:port]` (userinfo, two ports, …), userinfo in an absolute-form target, and a
+/// target authority (absolute form, or HTTP/2 `:authority`) naming another host than `Host`.
+/// More than one `Host` is refused by [`check_request_headers`].
+pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let host = headers.get(header::HOST).filter(|h| !h.is_empty());
+    if host.is_none() && version == Version::HTTP_11 && !headers.contains_key(header::HOST) {
+        return Err(GatewayError::BadRequest("missing Host header"));
+    }
+    let target = uri.authority();
+    if target.is_some_and(|a| a.as_str().contains('@')) {
+        return Err(GatewayError::BadRequest("userinfo in the request target"));
+    }
+    let Some(host) = host else {
+        return Ok(());
+    };
+    let Some(host) = Authority::try_from(host.as_bytes())
+        .ok()
+        .filter(|a| !a.as_str().contains('@'))
+    else {
+        return Err(GatewayError::BadRequest("invalid Host header"));
+    };
+    if let Some(t) = target
+        && (!t.host().eq_ignore_ascii_case(host.host())
+            || t.port_u16().zip(host.port_u16()).is_some_and(|(a, b)| a != b))
+    {
+        return Err(GatewayError::BadRequest(
+            "Host does not match the request target",
+        ));
     }
     Ok(())
 }

@@ -19,9 +19,6 @@ use super::handler::{ConnInfo, handle};
 use crate::config::ServerConfig;
 use crate::gateway::Gateway;
 
-/// Idle keep-alive connections are closed after this long without a request.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
-
 /// At shutdown, how long HTTP/1.1 connections may go on before the graceful close (at most half
 /// the drain timeout). Meanwhile each response carries `Connection: close`, so a client that
 /// keeps sending learns to reconnect from a complete response instead of racing a close of an
@@ -92,6 +89,7 @@ pub async fn serve(
         let force = force_rx.clone();
         let draining = draining.clone();
         let header_timeout = cfg.header_read_timeout.0;
+        let keepalive = cfg.keepalive_timeout.0;
         tokio::spawn(async move {
             gw.metrics.connections_active.inc();
             let state = ConnState::new();
@@ -102,7 +100,7 @@ pub async fn serve(
             match tls {
                 None => {
                     let io =
-                        HeaderTimeoutIo::new(stream, state.clone(), header_timeout, KEEPALIVE_IDLE);
+                        HeaderTimeoutIo::new(stream, state.clone(), header_timeout, keepalive);
                     serve_conn(
                         &builder,
                         watcher,
@@ -125,7 +123,7 @@ pub async fn serve(
                                 tls_stream,
                                 state.clone(),
                                 header_timeout,
-                                KEEPALIVE_IDLE,
+                                keepalive,
                             );
                             serve_conn(
                                 &builder,

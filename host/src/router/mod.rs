@@ -26,7 +26,7 @@ pub enum PathError {
     /// `..` above the root.
     #[error("path climbs above the root")]
     AboveRoot,
-    /// A bad percent-escape or a control byte.
+    /// A control byte, raw or percent-encoded.
     #[error("path contains an invalid escape or byte")]
     Invalid,
 }
@@ -37,7 +37,7 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    if path.bytes().any(|b| b < 0x20 || b == 0x7f) {
+    if path.bytes().any(|b| b < 0x20 || b == 0x7f) || has_encoded_control(path) {
         return Err(PathError::Invalid);
     }
     let mut out: Vec<&str> = Vec::new();
@@ -103,6 +103,18 @@ fn classify(seg: &str) -> Result<Segment, PathError> {
         1 => Segment::Dot,
         2 => Segment::DotDot,
         _ => Segment::Name,
+    })
+}
+
+/// Whether a path carries an encoded control byte (`%00`–`%1F`, `%7F`): NUL, CR, LF and the
+/// like, which an upstream that decodes paths could act on.
+fn has_encoded_control(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_uppercase()),
+                (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
+            )
     })
 }
 
