@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod filters;
+mod hostile;
 mod lang_filters;
 mod lifecycle;
 mod observability;

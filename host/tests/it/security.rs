@@ -18,27 +18,27 @@ use tokio::time::Instant;
 use crate::support::*;
 
 /// Bound on every wait for an answer or a close.
-const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP/1.1 on a socket
 
 /// One HTTP/1.1 response read off a raw socket (header names lower-cased).
 #[derive(Debug)]
-struct RawResp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct RawResp {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl RawResp {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}): {:?} in {self:?}",
@@ -46,17 +46,17 @@ impl RawResp {
             )
         })
     }
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Parse one complete response at the start of `buf`; `None` while more bytes are needed.
-fn parse_response(buf: &[u8], eof: bool) -> Option<(RawResp, usize)> {
+pub(crate) fn parse_response(buf: &[u8], eof: bool) -> Option<(RawResp, usize)> {
     let end = find(buf, b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -132,23 +132,23 @@ fn parse_response(buf: &[u8], eof: bool) -> Option<(RawResp, usize)> {
 }
 
 /// A raw client connection to the gateway.
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
+pub(crate) struct Conn {
+    pub(crate) s: TcpStream,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> Self {
+    pub(crate) async fn open(addr: SocketAddr) -> Self {
         let s = TcpStream::connect(addr).await.expect("connect to gateway");
         Self { s, buf: Vec::new() }
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).await.expect("write request bytes");
     }
 
     /// The next complete response, within [`WAIT`].
-    async fn response(&mut self) -> RawResp {
+    pub(crate) async fn response(&mut self) -> RawResp {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some((resp, used)) = parse_response(&self.buf, false) {
@@ -181,7 +181,7 @@ impl Conn {
 
     /// Whatever arrives after the responses read so far, until the peer closes (`true`) or
     /// [`WAIT`] passes (`false`).
-    async fn rest(&mut self) -> (Vec<u8>, bool) {
+    pub(crate) async fn rest(&mut self) -> (Vec<u8>, bool) {
         let deadline = Instant::now() + WAIT;
         let mut out = std::mem::take(&mut self.buf);
         loop {
@@ -196,7 +196,7 @@ impl Conn {
 }
 
 /// Send `bytes` on a fresh connection and read one response.
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> RawResp {
+pub(crate) async fn exchange(addr: SocketAddr, bytes: &[u8]) -> RawResp {
     let mut c = Conn::open(addr).await;
     c.send(bytes).await;
     c.response().await
@@ -206,7 +206,7 @@ async fn exchange(addr: SocketAddr, bytes: &[u8]) -> RawResp {
 // Gateway-made errors
 
 /// Access to a response read either by the hyper client or off a raw socket.
-trait Answer {
+pub(crate) trait Answer {
     fn status_u16(&self) -> u16;
     fn header_str(&self, name: &str) -> Option<&str>;
     fn body_slice(&self) -> &[u8];
@@ -238,7 +238,7 @@ impl Answer for RawResp {
 
 /// Assert a gateway-made error: status, `ferrox-error`, and a JSON body with `error`,
 /// `message`, `status` and the `request_id` also sent in `x-request-id`.
-fn assert_gateway_error(r: &impl Answer, status: u16, kind: &str) -> serde_json::Value {
+pub(crate) fn assert_gateway_error(r: &impl Answer, status: u16, kind: &str) -> serde_json::Value {
     let shown = String::from_utf8_lossy(r.body_slice()).into_owned();
     assert_eq!(r.status_u16(), status, "status; body {shown:?}");
     assert_eq!(
@@ -267,7 +267,7 @@ fn assert_gateway_error(r: &impl Answer, status: u16, kind: &str) -> serde_json:
 // Upstreams and config
 
 /// An upstream answering with JSON describing the request, including the body as text.
-async fn body_echo(name: &'static str) -> Upstream {
+pub(crate) async fn body_echo(name: &'static str) -> Upstream {
     upstream(move |req: Request<Incoming>| async move {
         let (parts, body) = req.into_parts();
         let body = body
@@ -347,7 +347,7 @@ async fn raw_upstream(response: &'static [u8]) -> RawUpstream {
 }
 
 /// A config document: `server` (a flow map or empty), upstream blocks, route flow maps.
-fn config(server: &str, upstreams: &[String], routes: &[&str]) -> String {
+pub(crate) fn config(server: &str, upstreams: &[String], routes: &[&str]) -> String {
     let mut s = String::new();
     if !server.is_empty() {
         s.push_str(&format!("server: {server}\n"));
@@ -364,7 +364,7 @@ fn config(server: &str, upstreams: &[String], routes: &[&str]) -> String {
 }
 
 /// One upstream `u` (no retries) and one catch-all route `r` with `route_extra` keys.
-async fn one_route_gateway(up: SocketAddr, server: &str, route_extra: &str) -> Gw {
+pub(crate) async fn one_route_gateway(up: SocketAddr, server: &str, route_extra: &str) -> Gw {
     gateway(&config(
         server,
         &[upstream_yaml("u", &[up], "    retries: 0\n")],
