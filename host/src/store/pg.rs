@@ -42,11 +42,18 @@ use crate::config::{
 pub const CHANNEL: &str = "ferrox_config";
 
 /// The schema migrations, embedded in the binary (the files in `migrations/`).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "control plane",
-    include_str!("../../../migrations/0001_control_plane.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "control plane",
+        include_str!("../../../migrations/0001_control_plane.sql"),
+    ),
+    (
+        2,
+        "instances",
+        include_str!("../../../migrations/0002_instances.sql"),
+    ),
+];
 
 /// The migrator for [`MIGRATIONS`].
 pub fn migrator() -> Migrator {

@@ -822,7 +822,7 @@ async fn ferrox_migrate_applies_the_schema_once() {
     assert!(first.status.success(), "{first:?}");
     assert_eq!(
         String::from_utf8_lossy(&first.stdout),
-        "applied migration 1\n"
+        "applied migration 1\napplied migration 2\n"
     );
     let again = run(db.url.clone());
     assert!(again.status.success(), "{again:?}");
