@@ -214,6 +214,14 @@ pub struct AdminConfig {
     /// When absent, a random token is generated at start and printed once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// How often this instance reports in (`GET /instances`, the dashboard's Instances panel):
+    /// with `database_url`, an upsert of its row in `gateway_instances`; an instance not seen
+    /// for 3 × its interval is shown as down. 100ms to 5m; default 5s.
+    #[serde(
+        default = "default_heartbeat_interval",
+        skip_serializing_if = "is_default_heartbeat_interval"
+    )]
+    pub heartbeat_interval: Dur,
 }
 
 impl Default for AdminConfig {
@@ -221,12 +229,21 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             token: None,
+            heartbeat_interval: default_heartbeat_interval(),
         }
     }
 }
 
 fn default_admin_listen() -> String {
     "127.0.0.1:9080".into()
+}
+
+fn default_heartbeat_interval() -> Dur {
+    Dur::secs(5)
+}
+
+fn is_default_heartbeat_interval(d: &Dur) -> bool {
+    *d == default_heartbeat_interval()
 }
 
 /// Limits and timeouts of the client-facing server (DESIGN §9 defaults).

@@ -197,6 +197,13 @@ pub fn validate(cfg: &GatewayConfig) -> Vec<ConfigIssue> {
     if cfg.admin.token.as_deref() == Some("") {
         issues.add("admin.token", "must not be empty");
     }
+    let hb = cfg.admin.heartbeat_interval;
+    if hb.0 < std::time::Duration::from_millis(100) || hb.0 > std::time::Duration::from_secs(300) {
+        issues.add(
+            "admin.heartbeat_interval",
+            format!("must be between 100ms and 5m (got {hb})"),
+        );
+    }
     if let Err(message) = crate::state::check_state(&cfg.state) {
         issues.add("state", message);
     }
@@ -661,6 +668,20 @@ routes:
             "{got:?}"
         );
         assert!(issues_of("admin: { listen: 0.0.0.0:9080, token: t }\n").is_empty());
+    }
+
+    #[test]
+    fn heartbeat_interval_is_bounded() {
+        assert!(issues_of("admin: { heartbeat_interval: 100ms }\n").is_empty());
+        assert!(issues_of("admin: { heartbeat_interval: 5m }\n").is_empty());
+        for bad in ["50ms", "301s"] {
+            let got = issues_of(&format!("admin: {{ heartbeat_interval: {bad} }}\n"));
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert!(
+                got[0].starts_with("admin.heartbeat_interval: must be between 100ms and 5m"),
+                "{got:?}"
+            );
+        }
     }
 
     #[test]
