@@ -72,6 +72,9 @@ pub struct Metrics {
     /// `ferrox_request_log_dropped_total`: request log entries dropped (queue full or a batch
     /// PostgreSQL refused).
     pub request_log_dropped: IntCounter,
+    /// `ferrox_instance_heartbeat_failures_total`: heartbeats of this instance to the
+    /// `gateway_instances` table that failed (PostgreSQL unreachable or refusing).
+    pub heartbeat_failures: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +151,13 @@ impl Metrics {
         )
         .expect("valid metric definition");
         r.register(Box::new(request_log_dropped.clone()))
+            .expect("metric registered once");
+        let heartbeat_failures = IntCounter::new(
+            "ferrox_instance_heartbeat_failures_total",
+            "Heartbeats to the gateway_instances table that failed (PostgreSQL unreachable or refusing).",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(heartbeat_failures.clone()))
             .expect("metric registered once");
         let websocket_tunnels = IntCounter::new(
             "ferrox_websocket_tunnels_total",
@@ -253,6 +263,7 @@ impl Metrics {
             config_reloads,
             store_up,
             request_log_dropped,
+            heartbeat_failures,
             connections_active,
             requests_in_flight,
             websocket_tunnels,
