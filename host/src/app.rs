@@ -176,6 +176,13 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let token: Arc<str> = token.into();
 
     let mut tasks = Vec::new();
+    tasks.push(crate::instances::start(
+        &control,
+        proxy_addr,
+        admin_addr,
+        opts.config.admin.heartbeat_interval.0,
+        stop_rx.clone(),
+    ));
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(crate::proxy::server::serve(
         gateway.clone(),

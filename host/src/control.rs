@@ -57,6 +57,8 @@ pub struct ControlPlane {
     lock: tokio::sync::Mutex<()>,
     /// When the instance started.
     pub started: Instant,
+    /// This instance as it reports in (`GET /instances`); set once at start.
+    pub instance: std::sync::OnceLock<Arc<crate::instances::Local>>,
 }
 
 impl ControlPlane {
@@ -74,6 +76,7 @@ impl ControlPlane {
             applied: AtomicI64::new(version),
             lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            instance: std::sync::OnceLock::new(),
         })
     }
 

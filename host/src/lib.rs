@@ -17,6 +17,7 @@
 //!   store changes reach the snapshot.
 //! - [`dashboard`]: the live web dashboard on the admin listener and its stats hub.
 //! - [`tracing_export`]: spans of each request exported over OTLP/HTTP (when configured).
+//! - [`instances`]: the instances of a cluster that report in (heartbeats to PostgreSQL).
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod instances;
 pub mod jwt;
 pub mod logging;
 pub mod metrics;
