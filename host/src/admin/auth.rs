@@ -51,6 +51,7 @@ pub const POLICY: &[(&str, Access, Role)] = &[
     ("consumers", Access::Read, Role::Viewer),
     ("consumers", Access::Write, Role::Operator),
     ("status", Access::Read, Role::Viewer),
+    ("instances", Access::Read, Role::Viewer),
     ("audit", Access::Read, Role::Viewer),
     ("metrics", Access::Read, Role::Viewer),
 ];
@@ -152,5 +153,7 @@ mod tests {
         assert_eq!(required_role(&Method::POST, "/plugins"), Role::Admin);
         assert_eq!(required_role(&Method::GET, "/users"), Role::Admin);
         assert_eq!(required_role(&Method::GET, "/unknown"), Role::Admin);
+        assert_eq!(required_role(&Method::GET, "/instances"), Role::Viewer);
+        assert_eq!(required_role(&Method::DELETE, "/instances"), Role::Admin);
     }
 }

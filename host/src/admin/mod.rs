@@ -3,15 +3,16 @@
 //!
 //! Modules: [`error`] (JSON errors, extractors), [`auth`] (tokens, roles), one module per
 //! resource ([`upstreams`], [`routes`] with filters, [`consumers`] with keys and JWT
-//! credentials, [`plugins`], [`users`], [`config`], [`status`] with audit). Every write goes
-//! through [`crate::control::ControlPlane::write`]: read, change, validate + build, commit,
-//! swap, audited with the caller's name.
+//! credentials, [`plugins`], [`users`], [`config`], [`status`] with audit, [`instances`]).
+//! Every write goes through [`crate::control::ControlPlane::write`]: read, change, validate +
+//! build, commit, swap, audited with the caller's name.
 
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod consumers;
 pub mod error;
+pub mod instances;
 mod named;
 pub mod plugins;
 pub mod routes;
@@ -87,6 +88,7 @@ fn api() -> OpenApiRouter<AdminState> {
         .merge(users::router())
         .merge(config::router())
         .merge(status::router())
+        .merge(instances::router())
 }
 
 /// The OpenAPI document of the admin API, with the error answers every operation can give

@@ -18,6 +18,7 @@ fn matrix() -> Vec<(
     vec![
         (Method::GET, "/metrics", None, "viewer"),
         (Method::GET, "/status", None, "viewer"),
+        (Method::GET, "/instances", None, "viewer"),
         (Method::GET, "/audit", None, "viewer"),
         (Method::GET, "/upstreams", None, "viewer"),
         (Method::GET, "/upstreams/u", None, "viewer"),
