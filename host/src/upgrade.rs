@@ -224,7 +224,9 @@ pub fn successor_binary(explicit: Option<&Path>) -> PathBuf {
     if let Ok(link) = std::fs::read_link("/proc/self/exe") {
         let text = link.as_os_str().as_encoded_bytes();
         return match text.strip_suffix(b" (deleted)") {
-            Some(rest) => PathBuf::from(String::from_utf8_lossy(rest).into_owned()),
+            Some(rest) => {
+                PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(rest))
+            }
             None => link,
         };
     }
