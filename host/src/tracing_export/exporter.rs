@@ -129,9 +129,13 @@ impl Batches {
             buf.push(first);
             let deadline = tokio::time::Instant::now() + self.flush;
             while buf.len() < self.batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(f)) => buf.push(f),
-                    Ok(None) | Err(_) => break,
+                tokio::select! {
+                    f = tokio::time::timeout_at(deadline, rx.recv()) => match f {
+                        Ok(Some(f)) => buf.push(f),
+                        Ok(None) | Err(_) => break,
+                    },
+                    // Shutdown does not wait for a partial batch's flush interval.
+                    _ = stop.wait_for(|s| *s) => break,
                 }
             }
             self.export(&mut buf, &scope).await;

@@ -24,4 +24,5 @@ mod proxy;
 mod redis_state;
 mod security;
 mod streaming;
+mod tracing_export;
 mod upgrade;
