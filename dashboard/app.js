@@ -108,6 +108,56 @@ async function loadStatus() {
   state.statusTimer = setTimeout(loadStatus, 10000);
 }
 
+// ---------- instances ----------
+
+// Instances of the cluster that report in (GET /instances), every 2 s while the overview shows.
+async function loadInstances() {
+  clearTimeout(state.instancesTimer);
+  if ($('#app').hidden) return;
+  if (state.view === 'overview') {
+    try {
+      renderInstances(await api('GET', '/instances'));
+    } catch (e) {
+      $('#instances-note').textContent = e.message;
+    }
+  }
+  state.instancesTimer = setTimeout(loadInstances, 2000);
+}
+
+function duration(secs) {
+  if (secs < 60) return `${secs}s`;
+  if (secs < 3600) return `${Math.floor(secs / 60)}m ${secs % 60}s`;
+  if (secs < 86400) return `${Math.floor(secs / 3600)}h ${Math.floor((secs % 3600) / 60)}m`;
+  return `${Math.floor(secs / 86400)}d ${Math.floor((secs % 86400) / 3600)}h`;
+}
+
+function renderInstances(list) {
+  const up = list.instances.filter((i) => i.status === 'up').length;
+  const lagging = list.instances.filter((i) => i.status === 'up' && i.lagging).length;
+  $('#instances-note').textContent = `${up} up of ${list.instances.length} · store ${list.store} at config v${list.config_version}`
+    + (lagging ? ` · ${lagging} lagging` : '') + (list.complete ? '' : ` · ${list.error}`);
+  $('#instances-note').classList.toggle('error', !list.complete);
+  $('#tbl-instances tbody').replaceChildren(...list.instances.map((i) => el('tr', {
+    class: i.status === 'up' ? null : 'gone',
+    dataset: { id: i.id, status: i.status, self: String(i.self) },
+  },
+  el('td', { title: i.id }, `${i.hostname} · pid ${i.pid}`, i.self ? el('span', { class: 'badge self', text: 'this' }) : null),
+  el('td', {}, el('span', { class: `badge st-${i.status}`, text: i.status })),
+  el('td', { text: i.version }),
+  el('td', {
+    class: i.lagging ? 'lagging config' : 'config',
+    title: i.lagging ? `runs v${i.applied_version}; the store is at v${list.config_version}` : 'runs the store\'s current config',
+    text: i.lagging ? `v${i.applied_version} (store v${list.config_version})` : `v${i.applied_version}`,
+  }),
+  el('td', { text: duration(i.uptime_seconds) }),
+  el('td', { text: i.status === 'up' ? String(i.requests_per_second) : '–' }),
+  el('td', { text: String(i.requests_total) }),
+  el('td', { text: String(i.responses_5xx) }),
+  el('td', { text: i.status === 'up' ? String(i.in_flight) : '–' }),
+  el('td', { class: 'match', text: `${i.proxy_addr} / ${i.admin_addr}` }),
+  el('td', { class: 'small', text: i.stopped_at ? `stopped ${new Date(i.stopped_at).toLocaleTimeString()}` : i.last_seen ? new Date(i.last_seen).toLocaleTimeString() : '–' }))));
+}
+
 $('#login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const input = $('#token');
@@ -579,6 +629,7 @@ function show(view) {
   if (view === 'routes') loadRoutes();
   if (view === 'upstreams') loadUpstreams();
   if (view === 'consumers') loadConsumers();
+  if (view === 'overview') loadInstances();
   render();
 }
 

@@ -77,6 +77,18 @@ try {
   await shot('02-overview');
   step(`live numbers moved: ${first} → ${later}`);
 
+  // Instances panel: this instance is listed, up, on the store's config version.
+  const status = await (await fetch(`${admin}/status`, { headers: { authorization: `Bearer ${token}` } })).json();
+  const me = await waitFor('this instance in the Instances panel', () => page.$('#tbl-instances tbody tr[data-self="true"]'));
+  expect((await me.getAttribute('data-status')) === 'up', 'this instance is up');
+  const meText = await me.textContent();
+  expect(meText.includes('this') && meText.includes(status.version), `instance row names itself and its version: ${meText}`);
+  const cfg = await me.$eval('td.config', (td) => ({ text: td.textContent, lagging: td.classList.contains('lagging') }));
+  expect(cfg.text === `v${status.applied_version}` && !cfg.lagging, `config version shown, not lagging: ${JSON.stringify(cfg)}`);
+  expect((await page.textContent('#instances-note')).includes('1 up of 1'), 'one instance up');
+  await page.locator('#instances-card').screenshot({ path: join(shots, '02b-instances.png') });
+  step(`instances panel lists this instance: ${meText.trim()}`);
+
   // 3. Recent requests: filter, then open one request's explain view.
   await page.click('#tabs button[data-view="requests"]');
   await page.selectOption('#f-route', 'api');
