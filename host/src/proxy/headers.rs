@@ -127,7 +127,9 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
     };
     if let Some(t) = target
         && (!t.host().eq_ignore_ascii_case(host.host())
-            || t.port_u16().zip(host.port_u16()).is_some_and(|(a, b)| a != b))
+            || t.port_u16()
+                .zip(host.port_u16())
+                .is_some_and(|(a, b)| a != b))
     {
         return Err(GatewayError::BadRequest(
             "Host does not match the request target",

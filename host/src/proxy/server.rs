@@ -99,8 +99,7 @@ pub async fn serve(
             };
             match tls {
                 None => {
-                    let io =
-                        HeaderTimeoutIo::new(stream, state.clone(), header_timeout, keepalive);
+                    let io = HeaderTimeoutIo::new(stream, state.clone(), header_timeout, keepalive);
                     serve_conn(
                         &builder,
                         watcher,
