@@ -97,6 +97,13 @@ fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), St
     Ok((n, v))
 }
 
+/// Whether a request target can be sent upstream as it is (`http` refuses some bytes, such as
+/// `<` or non-ASCII, that the checks above let through): what a filter sets must be
+/// forwardable, or the request would fail as the client's fault.
+fn forwardable(path_and_query: &str) -> bool {
+    http::uri::PathAndQuery::try_from(path_and_query).is_ok()
+}
+
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -166,6 +173,7 @@ impl ferrox::filter::types::HostRequest for HostState {
             || path
                 .bytes()
                 .any(|b| b <= 0x20 || b == 0x7f || b == b'?' || b == b'#')
+            || !forwardable(&path)
         {
             return Ok(Err(format!(
                 "{path:?} is not an absolute path without query"
@@ -184,10 +192,10 @@ impl ferrox::filter::types::HostRequest for HostState {
         query: Option<String>,
     ) -> wasmtime::Result<Result<(), String>> {
         self.note("request.set-query");
-        if query
-            .as_deref()
-            .is_some_and(|q| q.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'#'))
-        {
+        if query.as_deref().is_some_and(|q| {
+            q.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'#')
+                || !forwardable(&format!("/?{q}"))
+        }) {
             return Ok(Err("query contains invalid characters".into()));
         }
         get_mut(&mut self.table, &r)?.query = query;
