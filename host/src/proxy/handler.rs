@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::client::UpstreamBody;
 use super::headers::{
     Forwarding, check_host, check_request_headers, check_response_framing, client_ip,
     ensure_traceparent, is_trusted, request_id, set_forwarding, strip_hop_by_hop, wants_websocket,
@@ -515,6 +516,7 @@ async fn forward(
     let mut body = Some(body.boxed());
 
     upstream.deposit();
+    let uri = origin_form_uri(path_and_query)?;
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = None;
     loop {
@@ -536,11 +538,10 @@ async fn forward(
             headers.clone()
         };
         if !upstream.config.preserve_host
-            && let Ok(h) = HeaderValue::from_str(lease.target.addr.authority.as_str())
+            && let Some(h) = &lease.target.host
         {
-            out_headers.insert(header::HOST, h);
+            out_headers.insert(header::HOST, h.clone());
         }
-        let uri = upstream_uri(&lease.target.addr, &path_and_query)?;
         let attempt_body = if replayable {
             crate::body::empty()
         } else {
@@ -555,14 +556,15 @@ async fn forward(
         };
         let mut out = Request::new(attempt_body);
         *out.method_mut() = method.clone();
-        *out.uri_mut() = uri;
+        // Origin form; the client adds the target's scheme and authority where needed.
+        *out.uri_mut() = uri.clone();
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = out_headers;
 
         let sent = Instant::now();
         let result = tokio::time::timeout(
             upstream.config.timeouts.request.0,
-            upstream.client.request(out),
+            upstream.client.send(&lease.target.pool, out),
         )
         .await;
         let took = sent.elapsed();
@@ -653,6 +655,13 @@ fn bad_uri(_e: &http::Error) -> &'static str {
     "request target cannot be forwarded"
 }
 
+/// The request target as sent to an upstream (`/path?query`), built without a copy.
+fn origin_form_uri(path_and_query: String) -> Result<Uri, GatewayError> {
+    http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(path_and_query))
+        .map(Uri::from)
+        .map_err(|e| GatewayError::BadRequest(bad_uri(&e.into())))
+}
+
 fn count_error(gw: &Gateway, upstream: &Upstream, kind: &str) {
     gw.metrics
         .upstream_errors
@@ -675,7 +684,7 @@ fn pick_error(upstream: &Upstream, e: PickError) -> GatewayError {
 /// an idle timeout, WebSocket tunnel set up after a valid 101.
 fn finish_response(
     gw: &Gateway,
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     upstream: &Upstream,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     request_headers: &HeaderMap,
@@ -686,6 +695,7 @@ fn finish_response(
                 "upstream switched protocols without being asked".into(),
             ));
         };
+        let resp = resp.map(UpstreamBody::into_inner);
         return upgrade::tunnel(gw, resp, on_upgrade, request_headers);
     }
     let (mut parts, body) = resp.into_parts();

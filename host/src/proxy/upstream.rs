@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::client::{UpstreamClient, build_client};
+use super::client::{Pool, UpstreamClient, build_client};
 use crate::breaker::{Admission, Breaker, BreakerState, Outcome};
 use crate::config::{Balance, TargetAddr, UpstreamConfig, parse_target};
 use crate::metrics::Metrics;
@@ -25,6 +25,12 @@ pub struct Target {
     /// Consecutive active check results, positive for successes, negative for failures.
     pub(crate) streak: AtomicI64,
     in_flight: AtomicUsize,
+    /// Connections to this target.
+    pub pool: Arc<Pool>,
+    /// `Host` sent to this target (its authority), unless the upstream preserves the client's.
+    pub host: Option<http::HeaderValue>,
+    /// `ferrox_breaker_state{upstream,target}`, resolved once.
+    breaker_gauge: prometheus::IntGauge,
 }
 
 impl Target {
@@ -65,7 +71,6 @@ pub struct Upstream {
     next: AtomicUsize,
     hash_header: Option<http::HeaderName>,
     budget: RetryBudget,
-    metrics: Metrics,
     /// `ferrox_upstream_duration_seconds{upstream}`, resolved once.
     pub duration: prometheus::Histogram,
 }
@@ -89,8 +94,6 @@ pub struct Lease {
     pub index: usize,
     admission: Admission,
     done: bool,
-    upstream: String,
-    metrics: Metrics,
 }
 
 impl Lease {
@@ -107,10 +110,7 @@ impl Lease {
     }
 
     fn publish(&self, state: BreakerState) {
-        self.metrics
-            .breaker_state
-            .with_label_values(&[self.upstream.as_str(), self.target.label.as_str()])
-            .set(state.as_gauge());
+        self.target.breaker_gauge.set(state.as_gauge());
     }
 }
 
@@ -126,21 +126,25 @@ impl Drop for Lease {
 impl Upstream {
     /// Build the runtime upstream from a validated config.
     pub fn build(config: &UpstreamConfig, metrics: &Metrics) -> Result<Self, String> {
+        let client = build_client(config)?;
         let targets = config
             .targets
             .iter()
             .map(|t| {
                 let addr = parse_target(t)?;
                 let label = addr.to_string();
-                metrics
+                let breaker_gauge = metrics
                     .breaker_state
-                    .with_label_values(&[config.name.as_str(), label.as_str()])
-                    .set(0);
+                    .with_label_values(&[config.name.as_str(), label.as_str()]);
+                breaker_gauge.set(0);
                 metrics
                     .target_healthy
                     .with_label_values(&[config.name.as_str(), label.as_str()])
                     .set(1);
                 Ok(Arc::new(Target {
+                    pool: client.pool(&addr.scheme, &addr.authority),
+                    host: http::HeaderValue::from_str(addr.authority.as_str()).ok(),
+                    breaker_gauge,
                     addr,
                     label,
                     breaker: Mutex::new(Breaker::new(
@@ -154,7 +158,7 @@ impl Upstream {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
-            client: build_client(config)?,
+            client,
             targets,
             next: AtomicUsize::new(fastrand::usize(..1024)),
             hash_header: config
@@ -162,7 +166,6 @@ impl Upstream {
                 .as_deref()
                 .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
             budget: RetryBudget::new(config.retry_budget.ratio, config.retry_budget.min_per_sec),
-            metrics: metrics.clone(),
             duration: metrics
                 .upstream_duration
                 .with_label_values(&[config.name.as_str()]),
@@ -182,7 +185,7 @@ impl Upstream {
         let order = self.candidate_order(headers);
         let now = Instant::now();
         let mut saw_healthy = false;
-        for i in order.into_iter().take(n) {
+        for i in order.take(n) {
             if tried.contains(&i) {
                 continue;
             }
@@ -205,8 +208,6 @@ impl Upstream {
                 index: i,
                 admission,
                 done: false,
-                upstream: self.config.name.clone(),
-                metrics: self.metrics.clone(),
             };
             lease.publish(state);
             return Ok(lease);
@@ -219,15 +220,15 @@ impl Upstream {
     }
 
     /// Target indices in the order the balancing algorithm prefers them.
-    fn candidate_order(&self, headers: &HeaderMap) -> Vec<usize> {
+    fn candidate_order(&self, headers: &HeaderMap) -> Order {
         let n = self.targets.len();
         match self.config.balance {
             Balance::RoundRobin => self.rotation(n),
             Balance::LeastRequests => {
-                let mut order = self.rotation(n);
+                let mut order: Vec<usize> = self.rotation(n).collect();
                 // Stable sort keeps the round-robin rotation among equally loaded targets.
                 order.sort_by_key(|&i| self.targets[i].in_flight());
-                order
+                Order::List(order.into_iter())
             }
             Balance::Hash => {
                 let key = self
@@ -248,7 +249,13 @@ impl Upstream {
                             })
                             .collect();
                         scored.sort_unstable_by(|a, b| b.cmp(a));
-                        scored.into_iter().map(|(_, i)| i).collect()
+                        Order::List(
+                            scored
+                                .into_iter()
+                                .map(|(_, i)| i)
+                                .collect::<Vec<_>>()
+                                .into_iter(),
+                        )
                     }
                     None => self.rotation(n),
                 }
@@ -256,9 +263,9 @@ impl Upstream {
         }
     }
 
-    fn rotation(&self, n: usize) -> Vec<usize> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n).map(|k| (start + k) % n).collect()
+    fn rotation(&self, n: usize) -> Order {
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        Order::Rotation { start, k: 0, n }
     }
 
     /// Count a request towards the retry budget.
@@ -269,6 +276,30 @@ impl Upstream {
     /// Whether one more retry fits the budget (takes it if so).
     pub fn withdraw_retry(&self) -> bool {
         self.budget.withdraw()
+    }
+}
+
+/// Target indices in preference order; a rotation needs no allocation.
+enum Order {
+    Rotation { start: usize, k: usize, n: usize },
+    List(std::vec::IntoIter<usize>),
+}
+
+impl Iterator for Order {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Order::Rotation { start, k, n } => {
+                if *k >= *n {
+                    return None;
+                }
+                let i = (*start + *k) % *n;
+                *k += 1;
+                Some(i)
+            }
+            Order::List(it) => it.next(),
+        }
     }
 }
 
