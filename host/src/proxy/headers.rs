@@ -52,6 +52,14 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Remove hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the (few) names present is cheaper than nine hashed removals, and most
+    // messages carry no hop-by-hop header or only `Connection`.
+    if !headers
+        .keys()
+        .any(|n| HOP_BY_HOP.contains(n) || *n == PROXY_CONNECTION)
+    {
+        return;
+    }
     let nominated: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -235,30 +243,29 @@ pub struct Forwarding<'a> {
 /// Set `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` on a request about to be
 /// forwarded. Client-sent copies are kept (and appended to) only from trusted peers.
 pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>, client: IpAddr) {
+    use std::fmt::Write as _;
     let peer = canonical(fwd.peer);
-    let xff = if fwd.trusted {
-        let prior: Vec<&str> = headers
+    // Each value is written once into its own buffer and handed to the map without a copy.
+    let mut xff = String::with_capacity(48);
+    if fwd.trusted {
+        for prior in headers
             .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            peer.to_string()
-        } else {
-            format!("{}, {peer}", prior.join(", "))
+        {
+            xff.push_str(prior);
+            xff.push_str(", ");
+        }
+    }
+    push_ip(&mut xff, peer);
+    let proto: &'static str = if fwd.trusted {
+        match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+            Some(b"http") => "http",
+            Some(b"https") => "https",
+            _ => fwd.proto,
         }
     } else {
-        peer.to_string()
-    };
-    let proto = if fwd.trusted {
-        headers
-            .get(&X_FORWARDED_PROTO)
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| *p == "http" || *p == "https")
-            .map(str::to_owned)
-            .unwrap_or_else(|| fwd.proto.to_owned())
-    } else {
-        fwd.proto.to_owned()
+        fwd.proto
     };
     let host = if fwd.trusted {
         headers
@@ -268,14 +275,31 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>, client: IpA
     } else {
         fwd.host.cloned()
     };
-    set_str(headers, X_FORWARDED_FOR, &xff);
-    set_str(headers, X_REAL_IP, &client.to_string());
-    set_str(headers, X_FORWARDED_PROTO, &proto);
-    let for_node = match client {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={for_node};proto={proto}");
+    let xff = set_string(headers, X_FORWARDED_FOR, xff);
+    match xff {
+        // The usual case (no trusted hop): the client is the peer, one value serves both.
+        Some(v) if client == peer && !fwd.trusted => {
+            headers.insert(X_REAL_IP, v);
+        }
+        _ => {
+            let mut ip = String::with_capacity(16);
+            push_ip(&mut ip, client);
+            set_string(headers, X_REAL_IP, ip);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let mut forwarded = String::with_capacity(64);
+    match client {
+        IpAddr::V4(_) => {
+            forwarded.push_str("for=");
+            push_ip(&mut forwarded, client);
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(forwarded, "for=\"[{v6}]\"");
+        }
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     match host {
         Some(h) => {
             if let Ok(hs) = h.to_str()
@@ -292,13 +316,39 @@ pub fn set_forwarding(headers: &mut HeaderMap, fwd: &Forwarding<'_>, client: IpA
             headers.remove(X_FORWARDED_HOST);
         }
     }
-    set_str(headers, header::FORWARDED, &forwarded);
+    set_string(headers, header::FORWARDED, forwarded);
 }
 
-fn set_str(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
+/// Append an address in its usual text form (IPv4 without `fmt`, which costs more than the
+/// rest of the header work).
+fn push_ip(out: &mut String, ip: IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
+}
+
+/// Insert a value built in a `String` (moved into the map, not copied); the value inserted.
+fn set_string(headers: &mut HeaderMap, name: HeaderName, value: String) -> Option<HeaderValue> {
+    let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()?;
+    headers.insert(name, v.clone());
+    Some(v)
 }
 
 /// The request id: the client's when it is a sane token, a new one otherwise.
@@ -339,12 +389,12 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     let mut span = [0u8; 16];
     hex_random(&mut trace);
     hex_random(&mut span);
-    let mut v = Vec::with_capacity(55);
-    v.extend_from_slice(b"00-");
-    v.extend_from_slice(&trace);
-    v.push(b'-');
-    v.extend_from_slice(&span);
-    v.extend_from_slice(b"-01");
+    let mut v = [0u8; 55];
+    v[..3].copy_from_slice(b"00-");
+    v[3..35].copy_from_slice(&trace);
+    v[35] = b'-';
+    v[36..52].copy_from_slice(&span);
+    v[52..].copy_from_slice(b"-01");
     if let Ok(v) = HeaderValue::from_bytes(&v) {
         headers.insert(TRACEPARENT, v);
     }
@@ -394,6 +444,39 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn a_lone_proxy_connection_or_te_header_goes() {
+        for name in ["proxy-connection", "te", "trailer"] {
+            let mut h = map(&[("x-kept", "1"), (name, "x")]);
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}");
+        }
+        let mut h = map(&[("x-kept", "1"), ("x-other", "2")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let v4 = [
+            [0, 0, 0, 0],
+            [255, 255, 255, 255],
+            [10, 0, 100, 9],
+            [1, 20, 3, 199],
+            [127, 0, 0, 1],
+        ];
+        for o in v4 {
+            let ip = IpAddr::from(o);
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().expect("v6");
+        let mut s = String::new();
+        push_ip(&mut s, v6);
+        assert_eq!(s, "2001:db8::1");
     }
 
     #[test]
