@@ -685,7 +685,7 @@ fn pick_error(upstream: &Upstream, e: PickError) -> GatewayError {
 fn finish_response(
     gw: &Gateway,
     resp: Response<UpstreamBody>,
-    upstream: &Upstream,
+    upstream: &Arc<Upstream>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     request_headers: &HeaderMap,
 ) -> Result<Response<ProxyBody>, GatewayError> {
@@ -700,12 +700,21 @@ fn finish_response(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    let verdict = BodyVerdict::default();
     let body = GuardedBody::new(
         body,
         u64::MAX,
         upstream.config.timeouts.idle.0,
-        BodyVerdict::default(),
+        verdict.clone(),
     );
+    // A body that fails after the head (reset, cut short, stalled) is counted like a failed
+    // attempt; the client sees its body end with an error, never a clean end.
+    let (errors, upstream) = (gw.metrics.upstream_errors.clone(), Arc::clone(upstream));
+    let body = body.map_err(move |e| {
+        let kind = if verdict.idle() { "timeout" } else { "protocol" };
+        errors.with_label_values(&[upstream.name(), kind]).inc();
+        e
+    });
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
