@@ -53,11 +53,21 @@ pub fn spawn(
                 continue;
             }
             let text = String::from_utf8_lossy(&current);
-            let result = match super::parse_yaml(&text) {
+            // An empty file is far likelier a write caught half-way (truncate, then write) than
+            // a wish to drop every route: never applied live (at start it means defaults).
+            let parsed = if text.trim().is_empty() {
+                Err(vec![super::ConfigIssue {
+                    path: String::new(),
+                    message: "the config file is empty".into(),
+                }])
+            } else {
+                super::parse_yaml(&text).map_err(|e| e.issues())
+            };
+            let result = match parsed {
                 Ok(cfg) => control.adopt_file(&current, cfg).await,
-                Err(e) => {
+                Err(issues) => {
                     control.gateway.count_failed_reload();
-                    Err(e.issues())
+                    Err(issues)
                 }
             };
             match result {
