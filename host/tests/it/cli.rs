@@ -26,7 +26,7 @@ const ENV_VARS: [&str; 7] = [
 ];
 
 /// The real binary, with no `FERROX_*` variable inherited from the test environment.
-fn ferrox() -> Command {
+pub(crate) fn ferrox() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ferrox"));
     for v in ENV_VARS {
         c.env_remove(v);
@@ -207,7 +207,7 @@ fn serve_help_documents_every_environment_variable() {
 }
 
 /// Two free loopback ports: bound, read, released (the binary binds them right after).
-fn free_ports() -> (u16, u16) {
+pub(crate) fn free_ports() -> (u16, u16) {
     let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     (
@@ -217,18 +217,18 @@ fn free_ports() -> (u16, u16) {
 }
 
 /// A `ferrox serve` child process; killed (by its PID) if the test ends while it runs.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     log: PathBuf,
 }
 
 impl Server {
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Send `signal` to this process only, by PID.
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -242,7 +242,7 @@ impl Server {
     }
 
     /// Wait for the process to exit; its exit code.
-    async fn exited(&mut self, within: Duration) -> Option<i32> {
+    pub(crate) async fn exited(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -267,7 +267,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(cmd: &mut Command, dir: &tempfile::TempDir) -> Server {
+pub(crate) fn spawn_server(cmd: &mut Command, dir: &tempfile::TempDir) -> Server {
     let log = dir.path().join("ferrox.log");
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
@@ -281,7 +281,7 @@ fn spawn_server(cmd: &mut Command, dir: &tempfile::TempDir) -> Server {
 }
 
 /// Poll the admin `/health` until it answers 200.
-async fn wait_ready(server: &mut Server, admin: SocketAddr) {
+pub(crate) async fn wait_ready(server: &mut Server, admin: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("http://{admin}/health");
     loop {

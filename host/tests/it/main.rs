@@ -13,6 +13,7 @@ mod builtin_transform;
 mod cli;
 mod cluster;
 mod dashboard;
+mod faults;
 mod filters;
 mod fuzz_props;
 mod hostile;

@@ -308,10 +308,10 @@ async fn a_silent_redis_fails_the_store_call_before_the_filter_deadline() {
 }
 
 /// A `redis-server` child on `port`, stopped on drop.
-struct RedisServer(std::process::Child);
+pub(crate) struct RedisServer(std::process::Child);
 
 impl RedisServer {
-    fn start(port: u16) -> Self {
+    pub(crate) fn start(port: u16) -> Self {
         Self::start_with(&["--port", &port.to_string(), "--bind", "127.0.0.1"])
     }
 
