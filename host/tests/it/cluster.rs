@@ -15,7 +15,7 @@ use crate::pg_store::{TestDb, audit, eventually};
 use crate::support::*;
 
 /// Start `n` instances on `db` from the same file `yaml` (the first seeds the database).
-async fn cluster(db: &TestDb, n: usize, yaml: &str) -> Vec<Gw> {
+pub async fn cluster(db: &TestDb, n: usize, yaml: &str) -> Vec<Gw> {
     let doc = format!("database_url: {}\n{yaml}", db.url);
     let mut nodes = Vec::with_capacity(n);
     for _ in 0..n {

@@ -16,6 +16,8 @@ mod dashboard;
 mod faults;
 mod filters;
 mod fuzz_props;
+mod instances;
+mod fuzz_props;
 mod hostile;
 mod lang_filters;
 mod lifecycle;
