@@ -17,7 +17,6 @@ mod faults;
 mod filters;
 mod fuzz_props;
 mod instances;
-mod fuzz_props;
 mod hostile;
 mod lang_filters;
 mod lifecycle;
