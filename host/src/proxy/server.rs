@@ -86,8 +86,10 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
-        let force = force_rx.clone();
-        let draining = draining.clone();
+        let signals = DrainSignals {
+            force: force_rx.clone(),
+            draining: draining.clone(),
+        };
         let header_timeout = cfg.header_read_timeout.0;
         let keepalive = cfg.keepalive_timeout.0;
         tokio::spawn(async move {
@@ -107,8 +109,7 @@ pub async fn serve(
                         gw.clone(),
                         conn,
                         state,
-                        force,
-                        draining,
+                        signals,
                     )
                     .await;
                 }
@@ -131,8 +132,7 @@ pub async fn serve(
                                 gw.clone(),
                                 conn,
                                 state,
-                                force,
-                                draining,
+                                signals,
                             )
                             .await;
                         }
@@ -167,6 +167,14 @@ pub async fn serve(
     }
 }
 
+/// What a connection hears of the server's drain.
+struct DrainSignals {
+    /// Set at the drain timeout: close now.
+    force: tokio::sync::watch::Receiver<bool>,
+    /// Set when accepting stops: HTTP/1.1 responses carry `Connection: close`.
+    draining: Arc<AtomicBool>,
+}
+
 async fn serve_conn<I>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -174,11 +182,14 @@ async fn serve_conn<I>(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     state: Arc<ConnState>,
-    mut force: tokio::sync::watch::Receiver<bool>,
-    draining: Arc<AtomicBool>,
+    signals: DrainSignals,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let DrainSignals {
+        mut force,
+        draining,
+    } = signals;
     let svc_state = state.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let gw = gw.clone();
