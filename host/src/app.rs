@@ -241,6 +241,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         token_generated,
         stop,
         tasks,
+        #[cfg(unix)]
+        listen_fds: std::sync::Mutex::new(listen_fds),
     })
 }
 
@@ -254,8 +256,6 @@ fn local_store(
     let Some(path) = path else {
         return Ok(Store::Memory(MemoryStore::new(config.clone())));
     };
-        #[cfg(unix)]
-        listen_fds: std::sync::Mutex::new(listen_fds),
     let doc = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| crate::config::parse_yaml(&text).ok())
@@ -276,19 +276,6 @@ impl Running {
     /// Stop accepting; in-flight requests drain (bounded by `server.drain_timeout`).
     pub fn begin_shutdown(&self) {
         let _ = self.stop.send(true);
-    }
-
-    /// Stop and wait until every request has drained.
-    pub async fn shutdown(self) {
-        self.begin_shutdown();
-        self.wait().await;
-    }
-
-    /// Wait until the instance has stopped.
-    pub async fn wait(self) {
-        for t in self.tasks {
-            let _ = t.await;
-        }
         #[cfg(unix)]
         self.listen_fds
             .lock()
@@ -306,6 +293,19 @@ impl Running {
             .iter()
             .map(|(name, fd)| Ok((*name, fd.try_clone()?)))
             .collect()
+    }
+
+    /// Stop and wait until every request has drained.
+    pub async fn shutdown(self) {
+        self.begin_shutdown();
+        self.wait().await;
+    }
+
+    /// Wait until the instance has stopped.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }
 

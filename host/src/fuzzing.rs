@@ -48,13 +48,16 @@ pub enum ResponseCall {
     RemoveHeader(String),
 }
 
+/// A filter's reply: status, headers, body.
+pub type FilterReply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Everything a filter hands the gateway during one request.
 #[derive(Clone, Debug, Default)]
 pub struct FilterOutput {
     /// Calls made by `on-request`.
     pub request: Vec<RequestCall>,
     /// `respond(reply)` from `on-request`: status, headers, body.
-    pub reply: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub reply: Option<FilterReply>,
     /// Calls made by `on-response`.
     pub response: Vec<ResponseCall>,
 }

@@ -620,10 +620,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
-                    loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
-                            break;
-                        };
+                    while let Ok(n) = s.read(&mut chunk).await {
                         if n == 0 {
                             break;
                         }

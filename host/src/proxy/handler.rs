@@ -711,7 +711,11 @@ fn finish_response(
     // attempt; the client sees its body end with an error, never a clean end.
     let (errors, upstream) = (gw.metrics.upstream_errors.clone(), Arc::clone(upstream));
     let body = body.map_err(move |e| {
-        let kind = if verdict.idle() { "timeout" } else { "protocol" };
+        let kind = if verdict.idle() {
+            "timeout"
+        } else {
+            "protocol"
+        };
         errors.with_label_values(&[upstream.name(), kind]).inc();
         e
     });
