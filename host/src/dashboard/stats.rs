@@ -620,12 +620,18 @@ pub fn spawn_ticker(gw: Weak<Gateway>) -> tokio::task::JoinHandle<()> {
             drains = 0;
             let recent = std::mem::take(&mut fresh);
             let tick = ticker.tick(&gw, recent);
-            let json: Arc<str> = match serde_json::to_string(&tick) {
-                Ok(j) => j.into(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot encode dashboard update");
-                    continue;
+            // The full update (with the second's requests) is encoded only when a dashboard
+            // is connected; the kept requests and the charts' history are updated regardless.
+            let json: Option<Arc<str>> = if hub.updates.receiver_count() > 0 {
+                match serde_json::to_string(&tick) {
+                    Ok(j) => Some(j.into()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot encode dashboard update");
+                        continue;
+                    }
                 }
+            } else {
+                None
             };
             {
                 let mut kept = hub.kept.lock().unwrap_or_else(|e| e.into_inner());
@@ -645,7 +651,9 @@ pub fn spawn_ticker(gw: Weak<Gateway>) -> tokio::task::JoinHandle<()> {
                     kept.history.push_back(j.into());
                 }
             }
-            let _ = hub.updates.send(json);
+            if let Some(json) = json {
+                let _ = hub.updates.send(json);
+            }
         }
     })
 }
