@@ -100,6 +100,8 @@ pub struct UpstreamClient {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
     idle_timeout: Duration,
+    /// `timeouts.connect`: bounds the TCP connect and the TLS handshake together.
+    connect_timeout: Duration,
     /// Pools for requests addressed by URI ([`UpstreamClient::request`]: health checks, key
     /// sets), by `scheme://authority`.
     by_origin: Mutex<HashMap<(Scheme, Authority), Arc<Pool>>>,
@@ -147,6 +149,7 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<UpstreamClient, String> {
         h1: http1::Builder::new(),
         h2,
         idle_timeout: cfg.timeouts.idle.0,
+        connect_timeout: cfg.timeouts.connect.0,
         by_origin: Mutex::new(HashMap::new()),
     })
 }
@@ -451,7 +454,16 @@ impl UpstreamClient {
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(ClientError::Connect)?;
-        let io = connector.call(dst).await.map_err(ClientError::Connect)?;
+        // The connector's own timeout covers the TCP connect only; this one also bounds a TLS
+        // handshake that never finishes.
+        let io = match tokio::time::timeout(self.connect_timeout, connector.call(dst)).await {
+            Ok(io) => io.map_err(ClientError::Connect)?,
+            Err(_) => {
+                return Err(ClientError::Connect(
+                    "connect timed out (TCP connect and TLS handshake)".into(),
+                ));
+            }
+        };
         let h2 = self.protocol == UpstreamProtocol::Http2 || io.connected().is_negotiated_h2();
         if h2 {
             let (mut tx, conn) = self.h2.handshake(io).await.map_err(ClientError::Protocol)?;

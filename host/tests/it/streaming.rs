@@ -565,6 +565,43 @@ async fn untrusted_upstream_certificate_is_a_502() {
     assert_eq!(up.hits.load(Ordering::SeqCst), 0, "no request got through");
 }
 
+#[tokio::test]
+async fn a_tls_handshake_that_never_finishes_is_cut_by_the_connect_timeout() {
+    // A target that accepts TCP connections and never answers the TLS ClientHello.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let cert = test_cert("localhost");
+    let gw = gateway(&tls_upstream_gateway_yaml(
+        port,
+        &cert.cert,
+        "    timeouts: { connect: 300ms, request: 20s }\n",
+    ))
+    .await;
+    let started = Instant::now();
+    let r = get(&gw.url("/x")).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    assert_eq!(r.header("ferrox-error"), Some("upstream-connect"));
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the TCP connect happened"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "answered after {took:?}: the connect timeout, not the request timeout"
+    );
+    silent.abort();
+}
+
 // ---------------------------------------------------------------------------------------------
 // WebSocket
 // ---------------------------------------------------------------------------------------------
