@@ -62,30 +62,14 @@ pub struct FilterOutput {
     pub response: Vec<ResponseCall>,
 }
 
-/// Headers a filter may never set or remove (the gateway's own list in `plugin::bindings`).
-const MANAGED: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
+// Headers a filter may never set or remove: the gateway's own list.
+use crate::plugin::bindings::MANAGED_HEADERS as MANAGED;
 
-/// Hop-by-hop or framing headers a response the gateway answers with must not carry.
-const NOT_IN_REPLY: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "trailer",
-    "upgrade",
-];
+/// Hop-by-hop or framing headers a response the gateway answers with must not carry: the managed
+/// ones except `host`.
+fn not_in_reply() -> impl Iterator<Item = &'static str> {
+    MANAGED.into_iter().filter(|h| *h != "host")
+}
 
 fn services() -> Arc<Services> {
     static SERVICES: OnceLock<Arc<Services>> = OnceLock::new();
@@ -237,7 +221,7 @@ fn apply(host: &mut HostState, output: &FilterOutput) -> Result<(), String> {
                 if s.is_informational() || s.as_u16() != *status {
                     return Err(format!("reply {status} answered as {s}"));
                 }
-                for name in NOT_IN_REPLY {
+                for name in not_in_reply() {
                     if resp.headers().contains_key(name) {
                         return Err(format!("reply carries {name}"));
                     }

@@ -66,19 +66,20 @@ pub struct ResponseState {
 
 /// Headers a filter may not set: framing and hop-by-hop are the gateway's business. The SDK
 /// publishes the same list (`ferrox_sdk::MANAGED_HEADERS`) for its test harness and filters.
+pub(crate) const MANAGED_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
 fn settable(name: &HeaderName) -> Result<(), String> {
-    const FORBIDDEN: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "content-length",
-        "te",
-        "trailer",
-        "upgrade",
-        "host",
-    ];
-    if FORBIDDEN.contains(&name.as_str()) {
+    if MANAGED_HEADERS.contains(&name.as_str()) {
         Err(format!("header {name} is managed by the gateway"))
     } else {
         Ok(())
