@@ -276,16 +276,17 @@ side_pids() { # pid kind
     if [[ $2 == nginx ]]; then pgrep -P "$1" || true; fi
 }
 
-cpu_ticks() { # pids... -> utime+stime summed (fields 14+15 of /proc/PID/stat)
-    local total=0 pid stat rest
+cpu_ticks() { # pids... -> "utime stime" summed (fields 14 and 15 of /proc/PID/stat)
+    local user=0 sys=0 pid stat rest
     local -a f
     for pid in "$@"; do
         stat=$(<"/proc/$pid/stat") || die "cannot read /proc/$pid/stat"
         rest=${stat##*) } # drop "pid (comm) "; rest starts at field 3
         read -ra f <<<"$rest"
-        total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
     done
-    echo "$total"
+    echo "$user $sys"
 }
 
 rss_kb() { # pids... -> VmRSS summed, kB
@@ -317,7 +318,7 @@ run_wrk() { # seconds url outfile
     fi
 }
 
-declare -A RPS P50 P99 CPU_US RSS_MIB REQS CPU_S ERRS WRK_OUT
+declare -A RPS P50 P99 CPU_US USER_US SYS_US RSS_MIB REQS CPU_S ERRS WRK_OUT
 
 # measure SIDE PID URL: warm-up, then the measured run with CPU accounting.
 measure() {
@@ -329,13 +330,15 @@ measure() {
     fi
     mapfile -t pids_before < <(side_pids "$pid" "$side")
     log "$side: measuring ${DURATION_S}s, $CONNS connections, pids ${pids_before[*]}"
-    local t0 t1
-    t0=$(cpu_ticks "${pids_before[@]}")
+    local t0 t1 u0 s0 u1 s1
+    read -r u0 s0 < <(cpu_ticks "${pids_before[@]}")
+    t0=$((u0 + s0))
     run_wrk "$DURATION_S" "$url" "$out"
     mapfile -t pids_after < <(side_pids "$pid" "$side")
     [[ "${pids_before[*]}" == "${pids_after[*]}" ]] \
         || die "$side: process set changed during the run (${pids_before[*]} -> ${pids_after[*]}); a worker probably crashed"
-    t1=$(cpu_ticks "${pids_after[@]}")
+    read -r u1 s1 < <(cpu_ticks "${pids_after[@]}")
+    t1=$((u1 + s1))
     local rss
     rss=$(rss_kb "${pids_after[@]}")
 
@@ -359,13 +362,17 @@ measure() {
     CPU_S[$side]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", d / hz}')
     CPU_US[$side]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" \
         'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+    USER_US[$side]=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$reqs" \
+        'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+    SYS_US[$side]=$(awk -v d=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$reqs" \
+        'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
     RSS_MIB[$side]=$(awk -v k="$rss" 'BEGIN {printf "%.1f", k / 1024}')
     ERRS[$side]=$(( ${sock:-0} + ${non2xx:-0} ))
     WRK_OUT[$side]=$out
     if ((ERRS[$side] > 0)); then
         log "WARNING: $side: wrk saw ${sock:-0} socket errors and ${non2xx:-0} non-2xx responses"
     fi
-    log "$side: ${RPS[$side]} req/s, ${CPU_US[$side]} CPU µs/req (${CPU_S[$side]} s CPU for $reqs requests)"
+    log "$side: ${RPS[$side]} req/s, ${CPU_US[$side]} CPU µs/req (user ${USER_US[$side]} + sys ${SYS_US[$side]}; ${CPU_S[$side]} s CPU for $reqs requests)"
 }
 
 # ---------------------------------------------------------------------- run --
@@ -439,11 +446,11 @@ fi
 
 table() {
     local side
-    echo "| proxy | req/s | p50 | p99 | CPU µs/req | RSS MiB |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| proxy | req/s | p50 | p99 | CPU µs/req | user | sys | RSS MiB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for side in nginx ferrox; do
         [[ -n ${CPU_US[$side]:-} ]] || continue
-        echo "| $side | ${RPS[$side]} | ${P50[$side]} | ${P99[$side]} | ${CPU_US[$side]} | ${RSS_MIB[$side]} |"
+        echo "| $side | ${RPS[$side]} | ${P50[$side]} | ${P99[$side]} | ${CPU_US[$side]} | ${USER_US[$side]} | ${SYS_US[$side]} | ${RSS_MIB[$side]} |"
     done
 }
 
