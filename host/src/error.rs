@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::body::{ProxyBody, full};
 
 /// Header marking responses made by the gateway itself.
-pub const FERROX_ERROR: &str = "ferrox-error";
+pub const FERROX_ERROR: http::HeaderName = http::HeaderName::from_static("ferrox-error");
 
 /// Everything that ends a request with a gateway-made response.
 #[derive(Debug, thiserror::Error)]

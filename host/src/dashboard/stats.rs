@@ -477,10 +477,16 @@ impl Ticker {
     /// Fold what the handler reported since the last drain.
     fn drain(&mut self, hub: &StatsHub, fresh: &mut Vec<Arc<RecentRequest>>) {
         self.acc.dropped += hub.drain(&mut self.spare);
-        for (at_ms, s) in self.spare.drain(..) {
+        // At most the last RECENT samples stay in the recent list (older entries go first):
+        // the others are counted and dropped without being wrapped for it.
+        let keep_from = self.spare.len().saturating_sub(RECENT);
+        for (i, (at_ms, s)) in self.spare.drain(..).enumerate() {
             self.acc.add(&s);
             self.seq += 1;
             self.total += 1;
+            if i < keep_from {
+                continue;
+            }
             let r = Arc::new(RecentRequest {
                 seq: self.seq,
                 at_ms,

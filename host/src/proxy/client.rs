@@ -1,8 +1,10 @@
 //! The upstream client: HTTP/1.1 and HTTP/2, plain or TLS (rustls), keep-alive.
 //!
-//! Each target has its own [`Pool`]: a LIFO list of idle HTTP/1.1 connections (hyper's
-//! `http1::SendRequest` handles, their connection tasks spawned once per connection) and at
-//! most one shared HTTP/2 connection. A request checks a ready connection out, sends on it, and
+//! Each target has its own [`Pool`]: LIFO lists of idle HTTP/1.1 connections and at most one
+//! shared HTTP/2 connection. A body-less request to an `http://` target takes the lean path of
+//! [`super::h1`]: a raw connection the request's task writes and reads itself. Other requests
+//! use hyper's `http1::SendRequest` handles (their connection tasks spawned once per
+//! connection). A request checks a ready connection out, sends on it, and
 //! the response body puts the connection back when it ends: no dispatch task between the
 //! handler and the connection, no pool-wide map or lock on the way. Idle connections expire
 //! after `timeouts.idle` (a reaper per pool, started with its first idle connection).
@@ -29,6 +31,7 @@ use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::time::Instant;
 use tower::Service as _;
 
+use super::h1;
 use crate::body::ProxyBody;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::BoxError;
@@ -154,6 +157,19 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<UpstreamClient, String> {
     })
 }
 
+/// A body-less request for the lean path, borrowed from its caller.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// Request method.
+    pub method: &'a http::Method,
+    /// Path and query (origin form).
+    pub target: &'a str,
+    /// Headers to send, hop-by-hop ones already removed.
+    pub headers: &'a http::HeaderMap,
+    /// Sent as `Host` instead of the one in `headers` (the target's own name).
+    pub host: Option<&'a http::HeaderValue>,
+}
+
 /// Why a request to an upstream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -162,7 +178,7 @@ pub enum ClientError {
     Connect(#[source] BoxError),
     /// The connection failed while the request was sent or the response read.
     #[error("upstream connection failed")]
-    Protocol(#[source] hyper::Error),
+    Protocol(#[source] BoxError),
     /// The request addresses no upstream (no scheme or authority).
     #[error("request URI has no scheme and authority")]
     NoOrigin,
@@ -181,6 +197,8 @@ pub struct Pool {
     authority: Authority,
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
+    /// Idle connections of the lean path (plain HTTP/1.1, body-less requests).
+    raw: Mutex<Vec<RawIdle>>,
     h2: Mutex<Option<Shared>>,
     reaper: AtomicBool,
 }
@@ -196,6 +214,11 @@ impl fmt::Debug for Pool {
 
 struct Idle {
     tx: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+struct RawIdle {
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -220,9 +243,47 @@ impl Pool {
         self.h2.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_raw(&self) -> std::sync::MutexGuard<'_, Vec<RawIdle>> {
+        self.raw.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Idle HTTP/1.1 connections now (for tests and diagnostics).
     pub fn idle_count(&self) -> usize {
-        self.lock_idle().len()
+        self.lock_idle().len() + self.lock_raw().len()
+    }
+
+    /// The most recently used idle raw connection that is still open and fresh.
+    fn checkout_raw(&self) -> Option<h1::Conn> {
+        let now = Instant::now();
+        let mut idle = self.lock_raw();
+        while let Some(c) = idle.pop() {
+            if now.saturating_duration_since(c.since) > self.idle_timeout {
+                idle.clear();
+                return None;
+            }
+            if c.conn.idle_and_open() {
+                return Some(c.conn);
+            }
+        }
+        None
+    }
+
+    /// Keep a raw connection whose last response ended cleanly.
+    pub(crate) fn checkin_raw(self: &Arc<Self>, conn: h1::Conn) {
+        let first = {
+            let mut idle = self.lock_raw();
+            if idle.len() >= MAX_IDLE_PER_TARGET {
+                return;
+            }
+            idle.push(RawIdle {
+                conn,
+                since: Instant::now(),
+            });
+            !self.reaper.load(Ordering::Relaxed)
+        };
+        if first {
+            self.start_reaper();
+        }
     }
 
     /// The most recently used idle connection that is still open and fresh.
@@ -314,6 +375,15 @@ impl Pool {
             stale
         };
         drop(stale);
+        let stale: Vec<RawIdle> = {
+            let mut idle = self.lock_raw();
+            let (keep, stale) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|c| c.conn.idle_and_open() && !expired(c.since));
+            *idle = keep;
+            stale
+        };
+        drop(stale);
         let mut h2 = self.lock_h2();
         if h2
             .as_ref()
@@ -355,6 +425,7 @@ impl UpstreamClient {
             authority: authority.clone(),
             idle_timeout: self.idle_timeout,
             idle: Mutex::new(Vec::new()),
+            raw: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             reaper: AtomicBool::new(false),
         })
@@ -386,6 +457,16 @@ impl UpstreamClient {
         pool: &Arc<Pool>,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, ClientError> {
+        if self.takes_lean_path(pool, req.body().is_end_stream(), req.headers()) {
+            let (parts, _empty) = req.into_parts();
+            let out = Outgoing {
+                method: &parts.method,
+                target: parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+                headers: &parts.headers,
+                host: None,
+            };
+            return self.send_lean(pool, &out).await;
+        }
         loop {
             // An HTTP/2 connection, when the target speaks it, carries everything.
             if let Some(mut tx) = pool.shared_h2() {
@@ -399,7 +480,7 @@ impl UpstreamClient {
                             req = back;
                             continue;
                         }
-                        None => return Err(ClientError::Protocol(e.into_error())),
+                        None => return Err(ClientError::Protocol(e.into_error().into())),
                     },
                 }
             }
@@ -416,7 +497,7 @@ impl UpstreamClient {
                             req = back;
                             continue;
                         }
-                        None => return Err(ClientError::Protocol(e.into_error())),
+                        None => return Err(ClientError::Protocol(e.into_error().into())),
                     },
                 }
             }
@@ -427,7 +508,7 @@ impl UpstreamClient {
                     origin_form(&mut req);
                     match tx.try_send_request(req).await {
                         Ok(resp) => Ok(pooled_response(resp, pool, tx)),
-                        Err(e) => Err(ClientError::Protocol(e.into_error())),
+                        Err(e) => Err(ClientError::Protocol(e.into_error().into())),
                     }
                 }
                 Fresh::H2(mut tx) => {
@@ -435,10 +516,60 @@ impl UpstreamClient {
                     absolute_form(&mut req, pool);
                     match tx.try_send_request(req).await {
                         Ok(resp) => Ok(resp.map(UpstreamBody::plain)),
-                        Err(e) => Err(ClientError::Protocol(e.into_error())),
+                        Err(e) => Err(ClientError::Protocol(e.into_error().into())),
                     }
                 }
             };
+        }
+    }
+
+    /// Whether a request goes on the lean path ([`UpstreamClient::send_lean`]): a body-less
+    /// request without `Upgrade` to a plain-HTTP target that may speak HTTP/1.1.
+    pub fn takes_lean_path(&self, pool: &Pool, body_done: bool, headers: &http::HeaderMap) -> bool {
+        body_done
+            && pool.scheme == Scheme::HTTP
+            && self.protocol != UpstreamProtocol::Http2
+            && !headers.contains_key(http::header::UPGRADE)
+    }
+
+    /// The lean path: a body-less request on a raw connection, written and read by this task
+    /// from the caller's borrowed request (nothing is copied for a retry).
+    pub async fn send_lean(
+        &self,
+        pool: &Arc<Pool>,
+        out: &Outgoing<'_>,
+    ) -> Result<Response<UpstreamBody>, ClientError> {
+        // A reused connection the upstream closed as the request went out received nothing:
+        // an idempotent request goes again on the next (or a new) connection.
+        let may_resend = matches!(
+            *out.method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::TRACE
+        );
+        loop {
+            let (conn, reused) = match pool.checkout_raw() {
+                Some(conn) => (conn, true),
+                None => {
+                    let conn = Box::pin(h1::Conn::connect(&pool.authority, self.connect_timeout))
+                        .await
+                        .map_err(|e| ClientError::Connect(e.into()))?;
+                    (conn, false)
+                }
+            };
+            match conn.request(out, &pool.authority).await {
+                Ok((head, body)) => {
+                    let body = UpstreamBody {
+                        inner: Inner::Raw(body.attach(pool)),
+                    };
+                    return Ok(head.map(|()| body));
+                }
+                Err(e) if reused && may_resend && e.nothing_received() => continue,
+                Err(e) => return Err(ClientError::Protocol(e.into())),
+            }
         }
     }
 
@@ -466,16 +597,26 @@ impl UpstreamClient {
         };
         let h2 = self.protocol == UpstreamProtocol::Http2 || io.connected().is_negotiated_h2();
         if h2 {
-            let (mut tx, conn) = self.h2.handshake(io).await.map_err(ClientError::Protocol)?;
+            let (mut tx, conn) = self
+                .h2
+                .handshake(io)
+                .await
+                .map_err(|e| ClientError::Protocol(e.into()))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
                 }
             });
-            tx.ready().await.map_err(ClientError::Protocol)?;
+            tx.ready()
+                .await
+                .map_err(|e| ClientError::Protocol(e.into()))?;
             Ok(Fresh::H2(tx))
         } else {
-            let (tx, conn) = self.h1.handshake(io).await.map_err(ClientError::Protocol)?;
+            let (tx, conn) = self
+                .h1
+                .handshake(io)
+                .await
+                .map_err(|e| ClientError::Protocol(e.into()))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -522,10 +663,12 @@ fn pooled_response(
     pool: &Arc<Pool>,
     tx: http1::SendRequest<ProxyBody>,
 ) -> Response<UpstreamBody> {
-    resp.map(|inner| {
+    resp.map(|body| {
         let mut body = UpstreamBody {
-            inner,
-            back: Some((pool.clone(), tx)),
+            inner: Inner::Hyper {
+                body,
+                back: Some((pool.clone(), tx)),
+            },
         };
         // A body-less response (HEAD, 204, 304, `Content-Length: 0`) frees the connection
         // at once.
@@ -538,8 +681,17 @@ fn pooled_response(
 /// has been read to its end (the frame that ends it, or a body that had none); a body dropped
 /// before its end closes the connection with it.
 pub struct UpstreamBody {
-    inner: Incoming,
-    back: Option<(Arc<Pool>, http1::SendRequest<ProxyBody>)>,
+    inner: Inner,
+}
+
+enum Inner {
+    /// From hyper's client (HTTP/2, TLS, requests with bodies, upgrades).
+    Hyper {
+        body: Incoming,
+        back: Option<(Arc<Pool>, http1::SendRequest<ProxyBody>)>,
+    },
+    /// From the lean path.
+    Raw(h1::RawBody),
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -549,19 +701,26 @@ impl fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn plain(inner: Incoming) -> Self {
-        Self { inner, back: None }
+    fn plain(body: Incoming) -> Self {
+        Self {
+            inner: Inner::Hyper { body, back: None },
+        }
     }
 
     /// The body as hyper gave it, without returning the connection to a pool (an upgraded
-    /// connection is no longer HTTP).
-    pub fn into_inner(self) -> Incoming {
-        self.inner
+    /// connection is no longer HTTP). `None` for a response of the lean path, which never
+    /// carries an upgrade.
+    pub fn into_inner(self) -> Option<Incoming> {
+        match self.inner {
+            Inner::Hyper { body, .. } => Some(body),
+            Inner::Raw(_) => None,
+        }
     }
 
     fn checkin_if_done(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some((pool, tx)) = self.back.take()
+        if let Inner::Hyper { body, back } = &mut self.inner
+            && body.is_end_stream()
+            && let Some((pool, tx)) = back.take()
         {
             pool.checkin(tx);
         }
@@ -570,33 +729,43 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let (body, back) = match &mut this.inner {
+            Inner::Raw(raw) => return Pin::new(raw).poll_frame(cx),
+            Inner::Hyper { body, back } => (body, back),
+        };
+        let polled = Pin::new(&mut *body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(_))) => this.checkin_if_done(),
             Poll::Ready(None) => {
-                if let Some((pool, tx)) = this.back.take() {
+                if let Some((pool, tx)) = back.take() {
                     pool.checkin(tx);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.back = None,
+            Poll::Ready(Some(Err(_))) => *back = None,
             Poll::Pending => {}
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Raw(raw) => raw.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Raw(raw) => raw.size_hint(),
+        }
     }
 }
 

@@ -64,6 +64,10 @@ pin_project_lite::pin_project! {
         header_timeout: Duration,
         idle_timeout: Duration,
         sleep: Pin<Box<Sleep>>,
+        // When the current wait ends. The timer is moved to it only when a read actually has
+        // to wait: most requests arrive whole, and re-arming a timer per request costs more
+        // than the rest of this wrapper.
+        deadline: Instant,
         armed: bool,
         was_awaiting: bool,
         written_408: usize,
@@ -78,13 +82,15 @@ impl<T> HeaderTimeoutIo<T> {
         header_timeout: Duration,
         idle_timeout: Duration,
     ) -> Self {
+        // A new connection that sends nothing within the header timeout is closed quietly.
+        let deadline = Instant::now() + header_timeout;
         Self {
             inner,
             state,
             header_timeout,
             idle_timeout,
-            // A new connection that sends nothing within the header timeout is closed quietly.
-            sleep: Box::pin(tokio::time::sleep(header_timeout)),
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
             armed: false,
             was_awaiting: true,
             written_408: 0,
@@ -106,9 +112,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeaderTimeoutIo<T> {
         if awaiting && !*this.was_awaiting {
             // A response just finished: the connection is idle until the next byte.
             *this.armed = false;
-            this.sleep
-                .as_mut()
-                .reset(Instant::now() + *this.idle_timeout);
+            *this.deadline = Instant::now() + *this.idle_timeout;
         }
         *this.was_awaiting = awaiting;
         let before = buf.filled().len();
@@ -116,9 +120,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeaderTimeoutIo<T> {
             Poll::Ready(Ok(())) => {
                 if awaiting && !*this.armed && buf.filled().len() > before {
                     *this.armed = true;
-                    this.sleep
-                        .as_mut()
-                        .reset(Instant::now() + *this.header_timeout);
+                    *this.deadline = Instant::now() + *this.header_timeout;
                 }
                 Poll::Ready(Ok(()))
             }
@@ -131,6 +133,9 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for HeaderTimeoutIo<T> {
                         cx.waker().wake_by_ref();
                     }
                     return Poll::Pending;
+                }
+                if this.sleep.deadline() != *this.deadline {
+                    this.sleep.as_mut().reset(*this.deadline);
                 }
                 if this.sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::client::UpstreamBody;
+use super::client::{Outgoing, UpstreamBody};
 use super::headers::{
     Forwarding, check_host, check_request_headers, check_response_framing, client_ip,
     ensure_traceparent, is_trusted, request_id, set_forwarding, strip_hop_by_hop, wants_websocket,
@@ -256,6 +256,9 @@ async fn serve(
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    // Room for what the gateway adds (forwarding headers, trace context, request id, Host):
+    // one growth of the map instead of several.
+    headers.reserve(8);
     let trusted = is_trusted(conn.peer.ip(), &settings.trusted_proxies);
     let client = client_ip(&headers, conn.peer.ip(), &settings.trusted_proxies);
     let original_host = headers.get(header::HOST).cloned().or_else(|| {
@@ -309,10 +312,14 @@ async fn serve(
         context: Vec::new(),
         cache: CacheUse::Unused,
     });
-    let (outcome, ran) = route
-        .pipeline
-        .on_request(&mut state, &gw.metrics, &mut trace.filters)
-        .await;
+    // Boxed here and below: the filter phases are large futures that a request on a route
+    // without filters would otherwise carry (and copy) in its own.
+    let (outcome, ran) = Box::pin(route.pipeline.on_request(
+        &mut state,
+        &gw.metrics,
+        &mut trace.filters,
+    ))
+    .await;
     trace.consumer = state.as_ref().and_then(|s| s.consumer.clone());
     let (response, source) = match outcome {
         RequestOutcome::Failed => return Err(GatewayError::Filter),
@@ -373,7 +380,15 @@ async fn serve(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response);
     }
-    response_phase(gw, route, ran, state, (response, source), trace).await
+    Box::pin(response_phase(
+        gw,
+        route,
+        ran,
+        state,
+        (response, source),
+        trace,
+    ))
+    .await
 }
 
 /// Where a response came from.
@@ -529,19 +544,6 @@ async fn forward(
         tried.push(lease.index);
         trace.attempts += 1;
         trace.target = Some(lease.target.label.clone());
-        // The last possible attempt takes the headers; earlier ones keep them for a retry
-        // (and a WebSocket answer still needs the client's key).
-        let last_attempt = !replayable || tried.len() > upstream.config.retries as usize;
-        let mut out_headers = if last_attempt && !websocket {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
-        };
-        if !upstream.config.preserve_host
-            && let Some(h) = &lease.target.host
-        {
-            out_headers.insert(header::HOST, h.clone());
-        }
         let attempt_body = if replayable {
             crate::body::empty()
         } else {
@@ -554,19 +556,47 @@ async fn forward(
                 }
             }
         };
-        let mut out = Request::new(attempt_body);
-        *out.method_mut() = method.clone();
-        // Origin form; the client adds the target's scheme and authority where needed.
-        *out.uri_mut() = uri.clone();
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = out_headers;
-
+        let host = if upstream.config.preserve_host {
+            None
+        } else {
+            lease.target.host.as_ref()
+        };
+        let pool = &lease.target.pool;
+        let lean = upstream
+            .client
+            .takes_lean_path(pool, attempt_body.is_end_stream(), &headers);
+        // The last possible attempt takes the headers; earlier ones keep them for a retry
+        // (and a WebSocket answer still needs the client's key). The lean path only borrows.
+        let last_attempt = !replayable || tried.len() > upstream.config.retries as usize;
+        let call = async {
+            if lean {
+                let out = Outgoing {
+                    method: &method,
+                    target: uri.path_and_query().map_or("/", |p| p.as_str()),
+                    headers: &headers,
+                    host,
+                };
+                return upstream.client.send_lean(pool, &out).await;
+            }
+            let mut out_headers = if last_attempt && !websocket {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            if let Some(h) = host {
+                out_headers.insert(header::HOST, h.clone());
+            }
+            let mut out = Request::new(attempt_body);
+            *out.method_mut() = method.clone();
+            // Origin form; the client adds the target's scheme and authority where needed.
+            *out.uri_mut() = uri.clone();
+            *out.version_mut() = Version::HTTP_11;
+            *out.headers_mut() = out_headers;
+            // Boxed: hyper's client futures are large and this path is the less common one.
+            Box::pin(upstream.client.send(pool, out)).await
+        };
         let sent = Instant::now();
-        let result = tokio::time::timeout(
-            upstream.config.timeouts.request.0,
-            upstream.client.send(&lease.target.pool, out),
-        )
-        .await;
+        let result = tokio::time::timeout(upstream.config.timeouts.request.0, call).await;
         let took = sent.elapsed();
         trace.upstream_time = Some(took);
         trace.attempted(sent, took);
@@ -695,7 +725,13 @@ fn finish_response(
                 "upstream switched protocols without being asked".into(),
             ));
         };
-        let resp = resp.map(UpstreamBody::into_inner);
+        let (parts, body) = resp.into_parts();
+        let Some(body) = body.into_inner() else {
+            return Err(GatewayError::UpstreamProtocol(
+                "upstream switched protocols on a connection that cannot be upgraded".into(),
+            ));
+        };
+        let resp = Response::from_parts(parts, body);
         return upgrade::tunnel(gw, resp, on_upgrade, request_headers);
     }
     let (mut parts, body) = resp.into_parts();

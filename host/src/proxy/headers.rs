@@ -41,6 +41,8 @@ const MANAGED: [&str; 10] = [
 
 /// `traceparent` (W3C Trace Context).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate` (W3C Trace Context), dropped with an invalid `traceparent`.
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// `x-forwarded-for`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.
@@ -384,7 +386,7 @@ pub fn ensure_traceparent(headers: &mut HeaderMap) {
     {
         return;
     }
-    headers.remove(header::HeaderName::from_static("tracestate"));
+    headers.remove(TRACESTATE);
     let mut trace = [0u8; 32];
     let mut span = [0u8; 16];
     hex_random(&mut trace);

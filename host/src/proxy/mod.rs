@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod client;
 pub mod conn_io;
+pub mod h1;
 pub mod handler;
 pub mod headers;
 pub mod health;

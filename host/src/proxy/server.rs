@@ -63,8 +63,10 @@ pub async fn serve(
     let cfg = gw.snapshot().server.config.clone();
     let builder = Arc::new(builder(&cfg));
     let graceful = GracefulShutdown::new();
-    // Set when the drain timeout is reached: connections still open are then dropped.
-    let (force_close, force_rx) = tokio::sync::watch::channel(false);
+    // Connection tasks, aborted (closing their sockets) if the drain timeout is reached. Kept
+    // here rather than as a per-connection signal, which every wake-up of every connection
+    // would poll.
+    let mut conns = tokio::task::JoinSet::new();
     // Set when accepting stops: HTTP/1.1 responses then carry `Connection: close`.
     let draining = Arc::new(AtomicBool::new(false));
     tokio::pin!(shutdown);
@@ -72,7 +74,11 @@ pub async fn serve(
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    // Forget connections that ended.
+                    while conns.try_join_next().is_some() {}
+                    pair
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -86,14 +92,13 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
-        let signals = DrainSignals {
-            force: force_rx.clone(),
-            draining: draining.clone(),
-        };
+        let draining = draining.clone();
         let header_timeout = cfg.header_read_timeout.0;
         let keepalive = cfg.keepalive_timeout.0;
-        tokio::spawn(async move {
+        conns.spawn(async move {
             gw.metrics.connections_active.inc();
+            // Counted down however the task ends (also when aborted at the drain timeout).
+            let _active = ActiveGuard(gw.clone());
             let state = ConnState::new();
             let conn = ConnInfo {
                 peer,
@@ -109,7 +114,7 @@ pub async fn serve(
                         gw.clone(),
                         conn,
                         state,
-                        signals,
+                        draining,
                     )
                     .await;
                 }
@@ -132,7 +137,7 @@ pub async fn serve(
                                 gw.clone(),
                                 conn,
                                 state,
-                                signals,
+                                draining,
                             )
                             .await;
                         }
@@ -141,7 +146,6 @@ pub async fn serve(
                     }
                 }
             }
-            gw.metrics.connections_active.dec();
         });
     }
     drop(listener);
@@ -163,16 +167,18 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("drain timeout reached; closing remaining connections");
-        let _ = force_close.send(true);
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
     }
 }
 
-/// What a connection hears of the server's drain.
-struct DrainSignals {
-    /// Set at the drain timeout: close now.
-    force: tokio::sync::watch::Receiver<bool>,
-    /// Set when accepting stops: HTTP/1.1 responses carry `Connection: close`.
-    draining: Arc<AtomicBool>,
+/// Counts a connection as active until dropped.
+struct ActiveGuard(Arc<Gateway>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.metrics.connections_active.dec();
+    }
 }
 
 async fn serve_conn<I>(
@@ -182,14 +188,11 @@ async fn serve_conn<I>(
     gw: Arc<Gateway>,
     conn: ConnInfo,
     state: Arc<ConnState>,
-    signals: DrainSignals,
+    // Set when accepting stops: HTTP/1.1 responses then carry `Connection: close`.
+    draining: Arc<AtomicBool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let DrainSignals {
-        mut force,
-        draining,
-    } = signals;
     let svc_state = state.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let gw = gw.clone();
@@ -215,19 +218,7 @@ async fn serve_conn<I>(
         }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
-    let forced = async move {
-        // Only an explicit close counts; a dropped sender means the server drained in time.
-        if force.wait_for(|f| *f).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        served = watcher.watch(connection.into_owned()) => {
-            if let Err(e) = served {
-                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
-            }
-        }
-        // Dropping the connection closes its socket.
-        () = forced => tracing::debug!(peer = %conn.peer, "connection closed at the drain timeout"),
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
     }
 }
