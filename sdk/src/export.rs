@@ -60,6 +60,26 @@ impl<F: Filter> Default for Instance<F> {
     }
 }
 
+/// Length of the `ferrox:hooks` custom section [`export_filter!`](crate::export_filter) adds.
+#[doc(hidden)]
+pub const HOOKS_SECTION_LEN: usize = 2;
+
+/// The `ferrox:hooks` custom section of a filter's core module: a format version (1), then a
+/// bit set of the hooks that do something (bit 0: `on-request`, bit 1: `on-response`). The
+/// gateway skips the calls of hooks not in the set; a component without the section (another
+/// SDK, an older build) has both.
+#[doc(hidden)]
+pub const fn hooks_section<F: Filter>() -> [u8; HOOKS_SECTION_LEN] {
+    let mut bits = 0u8;
+    if F::ON_REQUEST {
+        bits |= 1;
+    }
+    if F::ON_RESPONSE {
+        bits |= 2;
+    }
+    [1, bits]
+}
+
 /// What a filter called before a successful `init` answers.
 pub(crate) fn not_initialised() -> Reply {
     Reply::new(500).json(&serde_json::json!({ "error": "filter not initialised" }))
@@ -121,6 +141,13 @@ macro_rules! export_filter {
             $crate::__private::export_bindings!(
                 FerroxFilterExport with_types_in $crate::__private::bindings
             );
+
+            // Tells the gateway which hooks do something (`Filter::ON_REQUEST`/`ON_RESPONSE`).
+            #[allow(unsafe_code)]
+            #[unsafe(link_section = "ferrox:hooks")]
+            #[used]
+            static FERROX_HOOKS: [u8; $crate::__private::HOOKS_SECTION_LEN] =
+                $crate::__private::hooks_section::<$filter>();
         };
 
         #[cfg(not(target_arch = "wasm32"))]

@@ -174,6 +174,20 @@ pub trait Filter: Sized + 'static {
     /// the message with the route and filter it belongs to.
     fn init(config: &str) -> Result<Self, String>;
 
+    /// Whether [`on_request`](Filter::on_request) does anything. Set it to `false` in a filter
+    /// that keeps the default `on_request`: the gateway then skips the call (and the instance
+    /// checkout it needs) and goes on as if the filter had continued. A filter that sets it to
+    /// `false` and still defines `on_request` is never called for requests.
+    const ON_REQUEST: bool = true;
+
+    /// Whether [`on_response`](Filter::on_response) does anything. Set it to `false` in a
+    /// filter that keeps the default `on_response` (an authentication filter, say): the gateway
+    /// then skips the call, the instance checkout and, when no other filter of the route has a
+    /// response hook, the copy of the request kept for response hooks. A filter that sets it to
+    /// `false` and still defines `on_response` is never called for responses (the
+    /// [`testing`] harness behaves the same).
+    const ON_RESPONSE: bool = true;
+
     /// Called for each request, in the route's filter order: edit the request and go on, or
     /// answer the client now.
     fn on_request(&self, req: &mut Request<'_>) -> Flow {
@@ -191,7 +205,7 @@ pub trait Filter: Sized + 'static {
 /// What [`export_filter!`] expands to refers to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::export::Instance;
+    pub use crate::export::{HOOKS_SECTION_LEN, Instance, hooks_section};
     #[cfg(target_arch = "wasm32")]
     pub use crate::wasm::{
         Guest, RawFlow, RawRequest, RawResponse, bindings, bindings::export_bindings, on_request,

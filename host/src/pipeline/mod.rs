@@ -4,16 +4,17 @@
 //! A filter that keeps failing is tripped (a circuit breaker per stage) and its policy applies
 //! at once, without calling it, until the cool-down lets one call probe it again.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::breaker::{Admission, Breaker, Outcome};
 use crate::metrics::Metrics;
 use crate::plugin::response_cache::CacheUse;
 use crate::plugin::{
-    CallOutcome, FilterFailure, FilterPool, Flow, Reply, RequestState, ResponseState,
+    CallOutcome, FilterFailure, FilterPool, Flow, Hooks, Reply, RequestState, ResponseState,
 };
 use crate::state::CachedResponse;
+use prometheus::Histogram;
 
 /// Consecutive failures that trip a filter.
 const TRIP_AFTER: u32 = 5;
@@ -38,6 +39,12 @@ pub struct Stage {
     pub pool: FilterPool,
     /// Failure policy.
     pub on_error: OnError,
+    /// The hooks the plugin has (the others are skipped).
+    hooks: Hooks,
+    /// `ferrox_filter_duration_seconds{plugin, phase}` for the request and response phases,
+    /// looked up on the first call of each (not per call; not before, so a phase never called
+    /// shows no series).
+    durations: [OnceLock<Histogram>; 2],
     trip: Mutex<Breaker>,
 }
 
@@ -46,10 +53,17 @@ impl Stage {
     pub fn new(plugin: Arc<str>, pool: FilterPool, on_error: OnError) -> Self {
         Self {
             plugin,
+            hooks: pool.plugin().hooks,
             pool,
             on_error,
+            durations: Default::default(),
             trip: Mutex::new(Breaker::new(TRIP_AFTER, TRIP_COOLDOWN)),
         }
+    }
+
+    /// The hooks of this stage's plugin that are called.
+    pub fn hooks(&self) -> Hooks {
+        self.hooks
     }
 }
 
@@ -104,6 +118,15 @@ impl Pipeline {
         self.stages.is_empty()
     }
 
+    /// Whether a response hook will run for the stages in `ran`, i.e. whether the request must
+    /// be kept for [`Pipeline::on_response`].
+    pub fn has_response_hooks(&self, ran: Ran) -> bool {
+        self.stages
+            .iter()
+            .enumerate()
+            .any(|(i, stage)| ran.0 & (1 << i) != 0 && stage.hooks.response)
+    }
+
     /// Run request filters. Returns the outcome and the filters whose `on-request` completed
     /// (their response hooks must run): bit `i` for stage `i`.
     pub async fn on_request(
@@ -114,6 +137,11 @@ impl Pipeline {
     ) -> (RequestOutcome, Ran) {
         let mut ran = Ran::default();
         for (i, stage) in self.stages.iter().enumerate() {
+            if !stage.hooks.request {
+                // Nothing to call: the filter continues, and its response hook runs.
+                ran.0 |= 1 << i;
+                continue;
+            }
             let Some(admission) = admit(stage, metrics, records, "request") else {
                 match stage.on_error {
                     OnError::Open => continue,
@@ -188,7 +216,7 @@ impl Pipeline {
         records: &mut Vec<FilterRecord>,
     ) -> bool {
         for (i, stage) in self.stages.iter().enumerate().rev() {
-            if ran.0 & (1 << i) == 0 {
+            if ran.0 & (1 << i) == 0 || !stage.hooks.response {
                 continue;
             }
             let Some(admission) = admit(stage, metrics, records, "response") else {
@@ -299,9 +327,13 @@ fn settle(stage: &Stage, admission: Admission, outcome: Outcome) {
 
 fn observe(stage: &Stage, metrics: &Metrics, phase: &str, start: Instant) -> u64 {
     let elapsed = start.elapsed();
-    metrics
-        .filter_duration
-        .with_label_values(&[&*stage.plugin, phase])
+    let slot = usize::from(phase != "request");
+    stage.durations[slot]
+        .get_or_init(|| {
+            metrics
+                .filter_duration
+                .with_label_values(&[&*stage.plugin, phase])
+        })
         .observe(elapsed.as_secs_f64());
     elapsed.as_micros() as u64
 }

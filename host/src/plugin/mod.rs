@@ -10,6 +10,7 @@
 pub mod bindings;
 mod crypto;
 pub mod engine;
+pub mod hooks;
 pub mod host;
 pub mod inspect;
 pub mod response_cache;
@@ -24,6 +25,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use bindings::{Filter, FilterPre};
 pub use bindings::{Flow, Reply, RequestState, ResponseState};
 pub use engine::PluginEngine;
+pub use hooks::Hooks;
 use host::{HostState, Services};
 
 /// Host services a plugin can be granted, as named in the config's `grants`.
@@ -48,6 +50,8 @@ pub struct Plugin {
     pub imports: BTreeSet<String>,
     /// The host services the operator granted.
     pub granted: Vec<String>,
+    /// The hooks that do something (the others are not called).
+    pub hooks: Hooks,
     pre: FilterPre<HostState>,
 }
 
@@ -57,6 +61,7 @@ impl std::fmt::Debug for Plugin {
             .field("name", &self.name)
             .field("digest", &self.digest)
             .field("imports", &self.imports)
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +139,7 @@ impl Plugin {
             digest,
             imports,
             granted: grants.to_vec(),
+            hooks: Hooks::of(bytes),
             pre,
         }))
     }

@@ -351,19 +351,22 @@ async fn serve(
                 return Err(GatewayError::Internal("filter request state lost".into()));
             };
             set_consumer_header(&mut headers, consumer.as_deref());
-            // Response filters read the request as it was forwarded.
-            state = Some(RequestState {
-                method: method.clone(),
-                path: path.clone(),
-                query: query.clone(),
-                headers: headers.clone(),
-                client_ip: client,
-                route: route.name.clone(),
-                request_id: rid.clone(),
-                consumer,
-                context,
-                cache,
-            });
+            // Response filters read the request as it was forwarded (copied only when one
+            // will run, or the response cache needs its state).
+            if route.pipeline.has_response_hooks(ran) || !matches!(cache, CacheUse::Unused) {
+                state = Some(RequestState {
+                    method: method.clone(),
+                    path: path.clone(),
+                    query: query.clone(),
+                    headers: headers.clone(),
+                    client_ip: client,
+                    route: route.name.clone(),
+                    request_id: rid.clone(),
+                    consumer,
+                    context,
+                    cache,
+                });
+            }
             let target = Forward {
                 method,
                 headers,

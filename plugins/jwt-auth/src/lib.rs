@@ -125,6 +125,9 @@ struct Found {
 }
 
 impl Filter for JwtAuth {
+    // Nothing to do on the response: the gateway skips the call.
+    const ON_RESPONSE: bool = false;
+
     fn init(config: &str) -> Result<Self, String> {
         JwtAuth::parse(config)
     }

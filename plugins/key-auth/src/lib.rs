@@ -148,6 +148,9 @@ impl Presented {
 }
 
 impl Filter for KeyAuth {
+    // Nothing to do on the response: the gateway skips the call.
+    const ON_RESPONSE: bool = false;
+
     fn init(config: &str) -> Result<Self, String> {
         let config: Value =
             serde_json::from_str(config).map_err(|e| format!("config is not valid JSON: {e}"))?;

@@ -76,13 +76,21 @@ pub(crate) mod backend {
 }
 
 /// Run `filter.on_request` on `req` and return its decision; `req` keeps the filter's edits.
+/// Like the gateway, continues without a call for a filter whose [`Filter::ON_REQUEST`] is
+/// `false`.
 pub fn run_request<F: Filter>(filter: &F, req: &TestRequest) -> Flow {
+    if !F::ON_REQUEST {
+        return Flow::Continue;
+    }
     filter.on_request(&mut req.request())
 }
 
-/// Run `filter.on_response` on `req` and `resp`; `resp` keeps the filter's edits.
+/// Run `filter.on_response` on `req` and `resp`; `resp` keeps the filter's edits. Like the
+/// gateway, does nothing for a filter whose [`Filter::ON_RESPONSE`] is `false`.
 pub fn run_response<F: Filter>(filter: &F, req: &TestRequest, resp: &TestResponse) {
-    filter.on_response(&req.request(), &mut resp.response());
+    if F::ON_RESPONSE {
+        filter.on_response(&req.request(), &mut resp.response());
+    }
 }
 
 /// Run one exchange through `filter` as the gateway would: `on_request`, then `on_response` on
