@@ -270,15 +270,22 @@ impl Pool {
 
     /// Keep a raw connection whose last response ended cleanly.
     pub(crate) fn checkin_raw(self: &Arc<Self>, conn: h1::Conn) {
+        let idle = RawIdle {
+            conn,
+            since: Instant::now(),
+        };
+        self.keep_idle(&self.raw, idle);
+    }
+
+    /// Add an idle connection to `list` (at most [`MAX_IDLE_PER_TARGET`]); the first one
+    /// starts the reaper.
+    fn keep_idle<T>(self: &Arc<Self>, list: &Mutex<Vec<T>>, conn: T) {
         let first = {
-            let mut idle = self.lock_raw();
+            let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() >= MAX_IDLE_PER_TARGET {
                 return;
             }
-            idle.push(RawIdle {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(conn);
             !self.reaper.load(Ordering::Relaxed)
         };
         if first {
@@ -328,20 +335,11 @@ impl Pool {
     }
 
     fn insert(self: &Arc<Self>, tx: http1::SendRequest<ProxyBody>) {
-        let first = {
-            let mut idle = self.lock_idle();
-            if idle.len() >= MAX_IDLE_PER_TARGET {
-                return;
-            }
-            idle.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
-            !self.reaper.load(Ordering::Relaxed)
+        let idle = Idle {
+            tx,
+            since: Instant::now(),
         };
-        if first {
-            self.start_reaper();
-        }
+        self.keep_idle(&self.idle, idle);
     }
 
     fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
