@@ -294,7 +294,7 @@ impl Conn {
         let mut headers = HeaderMap::with_capacity(count);
         for s in spans {
             let name = name_of(s);
-            if (is_hop_by_hop(name) && !(upgrade && is_upgrade_header(name)))
+            if (super::headers::is_hop_by_hop(name) && !(upgrade && is_upgrade_header(name)))
                 || tokens.iter().any(|t| t.eq_ignore_ascii_case(name))
             {
                 continue;
@@ -312,22 +312,6 @@ impl Conn {
         *resp.headers_mut() = headers;
         Ok(Some((resp, framing, keep_alive)))
     }
-}
-
-/// Hop-by-hop header names (RFC 9110 §7.6.1, and `proxy-connection`), never passed on.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    // By length first: most names are ruled out without a comparison.
-    let candidates: &[&[u8]] = match name.len() {
-        2 => &[b"te"],
-        7 => &[b"trailer", b"upgrade"],
-        10 => &[b"connection", b"keep-alive"],
-        16 => &[b"proxy-connection"],
-        17 => &[b"transfer-encoding"],
-        18 => &[b"proxy-authenticate"],
-        19 => &[b"proxy-authorization"],
-        _ => return false,
-    };
-    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// The headers a `101 Switching Protocols` keeps for the tunnel.
@@ -482,11 +466,7 @@ impl RawBody {
     /// once): the server then writes out the head and data it holds before the error aborts
     /// the response, so a client sees a status and the bytes that did arrive, cut short, rather
     /// than a connection closed without an answer. Polled again, the same failure is found.
-    fn fail(
-        &mut self,
-        e: H1Error,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn fail(&mut self, e: H1Error, cx: &mut Context<'_>) -> Polled {
         if !self.failing {
             self.failing = true;
             cx.waker().wake_by_ref();
@@ -509,13 +489,16 @@ impl RawBody {
         }
     }
 
-    fn buffered(&mut self) -> &mut BytesMut {
-        // Only called while the connection is held.
-        &mut self
-            .conn
-            .as_mut()
-            .expect("connection held while reading")
-            .buf
+    /// Read more of a body that is not complete: `None` when bytes arrived (decode again),
+    /// otherwise what `poll_frame` returns — pending, or the failure (`at_end` when the
+    /// connection ended).
+    fn more(&mut self, cx: &mut Context<'_>, at_end: &'static str) -> Option<Polled> {
+        match self.fill(cx) {
+            Poll::Pending => Some(Poll::Pending),
+            Poll::Ready(Ok(true)) => None,
+            Poll::Ready(Ok(false)) => Some(self.fail(H1Error::Invalid(at_end), cx)),
+            Poll::Ready(Err(e)) => Some(self.fail(e, cx)),
+        }
     }
 }
 
@@ -538,13 +521,12 @@ impl Body for RawBody {
                 }
                 Framing::Length(remaining) => {
                     let remaining = *remaining;
-                    if this.conn.is_none() {
+                    let Some(conn) = this.conn.as_mut() else {
                         return this.fail(H1Error::Closed { received: true }, cx);
-                    }
-                    let buf = this.buffered();
-                    if !buf.is_empty() {
-                        let n = (buf.len() as u64).min(remaining) as usize;
-                        let data = buf.split_to(n).freeze();
+                    };
+                    if !conn.buf.is_empty() {
+                        let n = (conn.buf.len() as u64).min(remaining) as usize;
+                        let data = conn.buf.split_to(n).freeze();
                         let left = remaining - n as u64;
                         this.framing = Framing::Length(left);
                         if left == 0 {
@@ -553,18 +535,11 @@ impl Body for RawBody {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match this.fill(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(true)) => {}
-                        Poll::Ready(Ok(false)) => {
-                            return this.fail(
-                                H1Error::Invalid(
-                                    "upstream closed the connection before the end of the body",
-                                ),
-                                cx,
-                            );
-                        }
-                        Poll::Ready(Err(e)) => return this.fail(e, cx),
+                    if let Some(done) = this.more(
+                        cx,
+                        "upstream closed the connection before the end of the body",
+                    ) {
+                        return done;
                     }
                 }
                 Framing::Close => {
@@ -587,30 +562,24 @@ impl Body for RawBody {
                         Poll::Ready(Err(e)) => return this.fail(e, cx),
                     }
                 }
-                Framing::Chunked(_) => {
-                    if this.conn.is_none() {
+                Framing::Chunked(state) => {
+                    let Some(conn) = this.conn.as_mut() else {
                         return this.fail(H1Error::Closed { received: true }, cx);
-                    }
-                    match this.decode_chunked() {
+                    };
+                    match decode_chunked(state, &mut conn.buf) {
                         Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                         Ok(Decoded::End) => {
                             this.framing = Framing::Done;
                             this.release();
                             return Poll::Ready(None);
                         }
-                        Ok(Decoded::NeedMore) => match this.fill(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(true)) => {}
-                            Poll::Ready(Ok(false)) => {
-                                return this.fail(
-                                    H1Error::Invalid(
-                                        "upstream closed the connection inside a chunked body",
-                                    ),
-                                    cx,
-                                );
+                        Ok(Decoded::NeedMore) => {
+                            if let Some(done) = this
+                                .more(cx, "upstream closed the connection inside a chunked body")
+                            {
+                                return done;
                             }
-                            Poll::Ready(Err(e)) => return this.fail(e, cx),
-                        },
+                        }
                         Err(e) => return this.fail(e, cx),
                     }
                 }
@@ -631,6 +600,9 @@ impl Body for RawBody {
     }
 }
 
+/// What `poll_frame` returns.
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
 /// What the chunked decoder made of the buffered bytes.
 enum Decoded {
     Data(Bytes),
@@ -638,66 +610,56 @@ enum Decoded {
     NeedMore,
 }
 
-impl RawBody {
-    /// Advance the chunked decoder over the buffered bytes.
-    fn decode_chunked(&mut self) -> Result<Decoded, H1Error> {
-        let Framing::Chunked(state) = &mut self.framing else {
-            return Ok(Decoded::End);
-        };
-        let buf = &mut self
-            .conn
-            .as_mut()
-            .expect("connection held while reading")
-            .buf;
-        loop {
-            match state {
-                Chunk::Size => {
-                    let Some(eol) = find_crlf(buf, MAX_CHUNK_LINE)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    let size = chunk_size(&buf[..eol])?;
-                    buf.advance(eol + 2);
-                    *state = if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    };
+/// Advance the chunked decoder in `state` over the buffered bytes.
+fn decode_chunked(state: &mut Chunk, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
+    loop {
+        match state {
+            Chunk::Size => {
+                let Some(eol) = find_crlf(buf, MAX_CHUNK_LINE)? else {
+                    return Ok(Decoded::NeedMore);
+                };
+                let size = chunk_size(&buf[..eol])?;
+                buf.advance(eol + 2);
+                *state = if size == 0 {
+                    Chunk::Trailers(0)
+                } else {
+                    Chunk::Data(size)
+                };
+            }
+            Chunk::Data(remaining) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
                 }
-                Chunk::Data(remaining) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = (buf.len() as u64).min(*remaining) as usize;
-                    let data = buf.split_to(n).freeze();
-                    *remaining -= n as u64;
-                    if *remaining == 0 {
-                        *state = Chunk::DataEnd;
-                    }
-                    return Ok(Decoded::Data(data));
+                let n = (buf.len() as u64).min(*remaining) as usize;
+                let data = buf.split_to(n).freeze();
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    *state = Chunk::DataEnd;
                 }
-                Chunk::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(H1Error::Invalid("chunk data not followed by CRLF"));
-                    }
-                    buf.advance(2);
-                    *state = Chunk::Size;
+                return Ok(Decoded::Data(data));
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Decoded::NeedMore);
                 }
-                Chunk::Trailers(seen) => {
-                    let Some(eol) = find_crlf(buf, MAX_TRAILER_BYTES)? else {
-                        return Ok(Decoded::NeedMore);
-                    };
-                    // Trailer fields are dropped: nothing downstream of the proxy uses them.
-                    buf.advance(eol + 2);
-                    if eol == 0 {
-                        return Ok(Decoded::End);
-                    }
-                    *seen += eol + 2;
-                    if *seen > MAX_TRAILER_BYTES {
-                        return Err(H1Error::Invalid("chunked trailers too large"));
-                    }
+                if &buf[..2] != b"\r\n" {
+                    return Err(H1Error::Invalid("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                *state = Chunk::Size;
+            }
+            Chunk::Trailers(seen) => {
+                let Some(eol) = find_crlf(buf, MAX_TRAILER_BYTES)? else {
+                    return Ok(Decoded::NeedMore);
+                };
+                // Trailer fields are dropped: nothing downstream of the proxy uses them.
+                buf.advance(eol + 2);
+                if eol == 0 {
+                    return Ok(Decoded::End);
+                }
+                *seen += eol + 2;
+                if *seen > MAX_TRAILER_BYTES {
+                    return Err(H1Error::Invalid("chunked trailers too large"));
                 }
             }
         }

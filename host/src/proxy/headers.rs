@@ -52,14 +52,28 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// `x-real-ip`.
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Whether a (lower- or mixed-case) header name is hop-by-hop: one of [`HOP_BY_HOP`] or
+/// `proxy-connection`. Works on raw bytes, for response heads not parsed into a map yet.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    // By length first: most names are ruled out without a comparison.
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// Remove hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) names present is cheaper than nine hashed removals, and most
     // messages carry no hop-by-hop header or only `Connection`.
-    if !headers
-        .keys()
-        .any(|n| HOP_BY_HOP.contains(n) || *n == PROXY_CONNECTION)
-    {
+    if !headers.keys().any(|n| is_hop_by_hop(n.as_str().as_bytes())) {
         return;
     }
     let nominated: Vec<HeaderName> = headers
@@ -430,6 +444,27 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn the_byte_check_knows_every_hop_by_hop_name() {
+        for name in HOP_BY_HOP.iter().chain([&PROXY_CONNECTION]) {
+            assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+            assert!(
+                is_hop_by_hop(name.as_str().to_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        for other in [
+            "host",
+            "x-kept",
+            "content-length",
+            "tee",
+            "trailers",
+            "connections",
+        ] {
+            assert!(!is_hop_by_hop(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]
