@@ -61,6 +61,8 @@ pub struct Running {
     /// Whether the token was generated at start (to print it once).
     pub token_generated: bool,
     stop: watch::Sender<bool>,
+    /// Set when a successor process took over the listening sockets (binary upgrade).
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
     /// Duplicates of the listening sockets (`proxy`, `admin`) for a binary upgrade; closed when
     /// the instance stops accepting.
@@ -173,6 +175,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         stored.version,
     );
     let (stop, stop_rx) = watch::channel(false);
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let token: Arc<str> = token.into();
 
     let mut tasks = Vec::new();
@@ -188,8 +191,16 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         gateway.clone(),
         proxy_listener,
         tls,
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
+        {
+            let handed_over = handed_over.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+                if handed_over.load(std::sync::atomic::Ordering::Acquire) {
+                    crate::proxy::server::StopAccepting::HandOver
+                } else {
+                    crate::proxy::server::StopAccepting::Close
+                }
+            }
         },
     )));
     let admin = crate::dashboard::mount(
@@ -240,6 +251,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         admin_token: token,
         token_generated,
         stop,
+        handed_over,
         tasks,
         #[cfg(unix)]
         listen_fds: std::sync::Mutex::new(listen_fds),
@@ -275,12 +287,20 @@ fn store_issue(e: crate::store::StoreError) -> ConfigIssue {
 impl Running {
     /// Stop accepting; in-flight requests drain (bounded by `server.drain_timeout`).
     pub fn begin_shutdown(&self) {
-        let _ = self.stop.send(true);
+        // The spare duplicates go first, so the listening socket closes when the server drops
+        // it (unless a successor holds it).
         #[cfg(unix)]
         self.listen_fds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        let _ = self.stop.send(true);
+    }
+
+    /// A successor process now accepts from the listening sockets: stopping leaves them open.
+    pub fn handed_over(&self) {
+        self.handed_over
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Fresh duplicates of the listening sockets (`proxy`, `admin`) to hand to a new process;

@@ -316,7 +316,9 @@ async fn run(args: ServeArgs) -> ExitCode {
         }
         crate::upgrade::announce_ready();
     }
-    wait_for_signal(&args, &running).await;
+    if wait_for_signal(&args, &running).await == Stopped::HandedOver {
+        running.handed_over();
+    }
     running.shutdown().await;
     if let Some(t) = demo_task {
         t.abort();
@@ -329,9 +331,18 @@ async fn run(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Why serving ends.
+#[derive(Debug, PartialEq, Eq)]
+enum Stopped {
+    /// `SIGTERM` or `SIGINT`.
+    Signal,
+    /// A new process serves from the same listening sockets.
+    HandedOver,
+}
+
 /// Wait for `SIGTERM`/`SIGINT`, or for a `SIGUSR2` binary upgrade whose new process serves.
 #[cfg(unix)]
-async fn wait_for_signal(args: &ServeArgs, running: &crate::app::Running) {
+async fn wait_for_signal(args: &ServeArgs, running: &crate::app::Running) -> Stopped {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
@@ -340,7 +351,7 @@ async fn wait_for_signal(args: &ServeArgs, running: &crate::app::Running) {
     ) else {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown signal received; draining");
-        return;
+        return Stopped::Signal;
     };
     type Pending =
         std::pin::Pin<Box<dyn Future<Output = Result<u32, crate::upgrade::UpgradeError>> + Send>>;
@@ -384,7 +395,7 @@ async fn wait_for_signal(args: &ServeArgs, running: &crate::app::Running) {
                 match done {
                     Ok(pid) => {
                         tracing::info!(pid, "the new process serves; this one stops accepting and drains");
-                        return;
+                        return Stopped::HandedOver;
                     }
                     Err(e) => tracing::error!(error = %e, "upgrade failed; this process keeps serving"),
                 }
@@ -392,10 +403,12 @@ async fn wait_for_signal(args: &ServeArgs, running: &crate::app::Running) {
         }
     }
     tracing::info!("shutdown signal received; draining");
+    Stopped::Signal
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal(_args: &ServeArgs, _running: &crate::app::Running) {
+async fn wait_for_signal(_args: &ServeArgs, _running: &crate::app::Running) -> Stopped {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutdown signal received; draining");
+    Stopped::Signal
 }

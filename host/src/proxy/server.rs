@@ -52,13 +52,24 @@ fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// How accepting ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAccepting {
+    /// This process alone holds the listening socket. It is closed; a client whose connection
+    /// the kernel completed before that is served, one that connects meanwhile is refused (its
+    /// SYN is dropped, so its retry finds the socket closed), and none is reset.
+    Close,
+    /// A successor process accepts from the same socket: leave the socket as it is.
+    HandOver,
+}
+
 /// Accept connections until `shutdown` resolves, then drain in-flight requests for at most the
 /// configured drain timeout.
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = StopAccepting>,
 ) {
     let cfg = gw.snapshot().server.config.clone();
     let builder = Arc::new(builder(&cfg));
@@ -69,24 +80,10 @@ pub async fn serve(
     let mut conns = tokio::task::JoinSet::new();
     // Set when accepting stops: HTTP/1.1 responses then carry `Connection: close`.
     let draining = Arc::new(AtomicBool::new(false));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => {
-                    // Forget connections that ended.
-                    while conns.try_join_next().is_some() {}
-                    pair
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    // Every accepted connection becomes a task in `conns`.
+    let mut spawn = |stream: tokio::net::TcpStream, peer: std::net::SocketAddr| {
+        // Forget connections that ended.
+        while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         let builder = builder.clone();
@@ -147,11 +144,50 @@ pub async fn serve(
                 }
             }
         });
+    };
+    tokio::pin!(shutdown);
+    let stop = loop {
+        let (stream, peer) = tokio::select! {
+            stop = &mut shutdown => break stop,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        spawn(stream, peer);
+    };
+    // Connections the kernel completed before the signal wait in the listen queue; closing the
+    // listener would reset them although their clients see them as established. New
+    // handshakes are stopped first (unless a successor shares the socket), then the queue is
+    // taken with plain non-blocking accepts (the reactor's cached readiness may not know of
+    // every entry yet), then the socket closes.
+    let mut taken = 0usize;
+    if let Ok(std_listener) = listener.into_std() {
+        if stop == StopAccepting::Close {
+            refuse_new_handshakes(&std_listener);
+        }
+        while let Ok((stream, peer)) = std_listener.accept() {
+            match stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            {
+                Ok(stream) => {
+                    taken += 1;
+                    spawn(stream, peer);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "queued connection dropped"),
+            }
+        }
     }
-    drop(listener);
     let drain = cfg.drain_timeout.0;
     tracing::info!(
         connections = graceful.count(),
+        taken_from_queue = taken,
         ?drain,
         "draining connections"
     );
@@ -171,6 +207,21 @@ pub async fn serve(
         while conns.join_next().await.is_some() {}
     }
 }
+
+/// Drop every packet that reaches the listening socket from now on: a client that sends a SYN
+/// retries it a second later and then finds the socket closed (refused), and no handshake can
+/// complete into the queue between its last accept and the close (which would reset it).
+#[cfg(target_os = "linux")]
+fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+    // Classic BPF, one instruction: `ret #0` (BPF_RET | BPF_K), keep no byte of any packet.
+    const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+    if let Err(e) = socket2::SockRef::from(listener).attach_filter(&DROP_ALL) {
+        tracing::debug!(error = %e, "cannot stop new handshakes before closing the listener");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn refuse_new_handshakes(_listener: &std::net::TcpListener) {}
 
 /// Counts a connection as active until dropped.
 struct ActiveGuard(Arc<Gateway>);
