@@ -6,6 +6,12 @@
 //! `cargo run --release -p ferrox-bench --bin filter_rss [-- ROUTES]` (default 100 routes).
 
 use std::fmt::Write as _;
+
+/// The allocator of the `ferrox` binary, so the numbers are the shipped gateway's (glibc's
+/// malloc keeps different amounts of freed memory).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use ferrox_bench::{bench_guest, proc_smaps_kib, proc_status_kib};
