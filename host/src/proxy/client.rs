@@ -196,9 +196,9 @@ pub struct Pool {
     scheme: Scheme,
     authority: Authority,
     idle_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    idle: IdleList<http1::SendRequest<ProxyBody>>,
     /// Idle connections of the lean path (plain HTTP/1.1, body-less requests).
-    raw: Mutex<Vec<RawIdle>>,
+    raw: IdleList<h1::Conn>,
     h2: Mutex<Option<Shared>>,
     reaper: AtomicBool,
 }
@@ -212,14 +212,68 @@ impl fmt::Debug for Pool {
     }
 }
 
-struct Idle {
-    tx: http1::SendRequest<ProxyBody>,
+/// Idle connections of one kind, the most recently used last.
+struct IdleList<C>(Mutex<Vec<Idle<C>>>);
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-struct RawIdle {
-    conn: h1::Conn,
-    since: Instant,
+impl<C> IdleList<C> {
+    fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle<C>>> {
+        // A poisoned lock only means another thread panicked mid-push of plain data.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used connection that is fresh (idle at most `timeout`) and `usable`;
+    /// the unusable ones met on the way are dropped.
+    fn take(&self, timeout: Duration, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        while let Some(c) = idle.pop() {
+            if now.saturating_duration_since(c.since) > timeout {
+                // The rest are older still.
+                idle.clear();
+                return None;
+            }
+            if usable(&c.conn) {
+                return Some(c.conn);
+            }
+        }
+        None
+    }
+
+    /// Keep `conn` unless the list is full; whether it was kept.
+    fn put(&self, conn: C) -> bool {
+        let mut idle = self.lock();
+        if idle.len() >= MAX_IDLE_PER_TARGET {
+            return false;
+        }
+        idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        true
+    }
+
+    /// Drop the connections idle longer than `timeout` or no longer `usable` (closed, outside
+    /// the lock).
+    fn prune(&self, now: Instant, timeout: Duration, usable: impl Fn(&C) -> bool) {
+        let stale: Vec<Idle<C>> = {
+            let mut idle = self.lock();
+            let (keep, stale) = std::mem::take(&mut *idle).into_iter().partition(|c| {
+                usable(&c.conn) && now.saturating_duration_since(c.since) <= timeout
+            });
+            *idle = keep;
+            stale
+        };
+        drop(stale);
+    }
 }
 
 struct Shared {
@@ -234,80 +288,31 @@ enum Fresh {
 }
 
 impl Pool {
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // A poisoned lock only means another thread panicked mid-push of plain data.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn lock_h2(&self) -> std::sync::MutexGuard<'_, Option<Shared>> {
         self.h2.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_raw(&self) -> std::sync::MutexGuard<'_, Vec<RawIdle>> {
-        self.raw.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Idle HTTP/1.1 connections now (for tests and diagnostics).
     pub fn idle_count(&self) -> usize {
-        self.lock_idle().len() + self.lock_raw().len()
+        self.idle.lock().len() + self.raw.lock().len()
     }
 
     /// The most recently used idle raw connection that is still open and fresh.
     fn checkout_raw(&self) -> Option<h1::Conn> {
-        let now = Instant::now();
-        let mut idle = self.lock_raw();
-        while let Some(c) = idle.pop() {
-            if now.saturating_duration_since(c.since) > self.idle_timeout {
-                idle.clear();
-                return None;
-            }
-            if c.conn.idle_and_open() {
-                return Some(c.conn);
-            }
-        }
-        None
+        self.raw.take(self.idle_timeout, h1::Conn::idle_and_open)
     }
 
     /// Keep a raw connection whose last response ended cleanly.
     pub(crate) fn checkin_raw(self: &Arc<Self>, conn: h1::Conn) {
-        let idle = RawIdle {
-            conn,
-            since: Instant::now(),
-        };
-        self.keep_idle(&self.raw, idle);
-    }
-
-    /// Add an idle connection to `list` (at most [`MAX_IDLE_PER_TARGET`]); the first one
-    /// starts the reaper.
-    fn keep_idle<T>(self: &Arc<Self>, list: &Mutex<Vec<T>>, conn: T) {
-        let first = {
-            let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() >= MAX_IDLE_PER_TARGET {
-                return;
-            }
-            idle.push(conn);
-            !self.reaper.load(Ordering::Relaxed)
-        };
-        if first {
+        if self.raw.put(conn) {
             self.start_reaper();
         }
     }
 
     /// The most recently used idle connection that is still open and fresh.
     fn checkout(&self) -> Option<http1::SendRequest<ProxyBody>> {
-        let now = Instant::now();
-        let mut idle = self.lock_idle();
-        while let Some(c) = idle.pop() {
-            if now.saturating_duration_since(c.since) > self.idle_timeout {
-                // The rest are older still.
-                idle.clear();
-                return None;
-            }
-            if c.tx.is_ready() {
-                return Some(c.tx);
-            }
-        }
-        None
+        self.idle
+            .take(self.idle_timeout, http1::SendRequest::is_ready)
     }
 
     /// Put a connection back once it can take the next request.
@@ -335,11 +340,9 @@ impl Pool {
     }
 
     fn insert(self: &Arc<Self>, tx: http1::SendRequest<ProxyBody>) {
-        let idle = Idle {
-            tx,
-            since: Instant::now(),
-        };
-        self.keep_idle(&self.idle, idle);
+        if self.idle.put(tx) {
+            self.start_reaper();
+        }
     }
 
     fn shared_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
@@ -363,25 +366,11 @@ impl Pool {
     /// Drop idle connections older than the idle timeout and closed ones.
     fn prune(&self) {
         let now = Instant::now();
+        self.idle
+            .prune(now, self.idle_timeout, |tx| !tx.is_closed());
+        self.raw
+            .prune(now, self.idle_timeout, h1::Conn::idle_and_open);
         let expired = |since: Instant| now.saturating_duration_since(since) > self.idle_timeout;
-        let stale: Vec<Idle> = {
-            let mut idle = self.lock_idle();
-            let (keep, stale) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|c| !c.tx.is_closed() && !expired(c.since));
-            *idle = keep;
-            stale
-        };
-        drop(stale);
-        let stale: Vec<RawIdle> = {
-            let mut idle = self.lock_raw();
-            let (keep, stale) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|c| c.conn.idle_and_open() && !expired(c.since));
-            *idle = keep;
-            stale
-        };
-        drop(stale);
         let mut h2 = self.lock_h2();
         if h2
             .as_ref()
@@ -393,7 +382,8 @@ impl Pool {
 
     /// One task per pool, for as long as the pool exists.
     fn start_reaper(self: &Arc<Self>) {
-        if self.reaper.swap(true, Ordering::Relaxed) {
+        // Called on every check-in: a plain load first, the swap only the first time.
+        if self.reaper.load(Ordering::Relaxed) || self.reaper.swap(true, Ordering::Relaxed) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -422,8 +412,8 @@ impl UpstreamClient {
             scheme: scheme.clone(),
             authority: authority.clone(),
             idle_timeout: self.idle_timeout,
-            idle: Mutex::new(Vec::new()),
-            raw: Mutex::new(Vec::new()),
+            idle: IdleList::new(),
+            raw: IdleList::new(),
             h2: Mutex::new(None),
             reaper: AtomicBool::new(false),
         })

@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::client::{Outgoing, Pool};
+use super::headers;
 use crate::error::BoxError;
 
 /// Largest response head accepted (status line and headers).
@@ -294,7 +295,7 @@ impl Conn {
         let mut headers = HeaderMap::with_capacity(count);
         for s in spans {
             let name = name_of(s);
-            if (super::headers::is_hop_by_hop(name) && !(upgrade && is_upgrade_header(name)))
+            if (headers::is_hop_by_hop(name) && !(upgrade && is_upgrade_header(name)))
                 || tokens.iter().any(|t| t.eq_ignore_ascii_case(name))
             {
                 continue;
@@ -383,20 +384,18 @@ fn framing<'a>(
         .clone()
         .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"));
     if te && cl {
-        return Err(H1Error::Invalid(
-            "upstream response has both Content-Length and Transfer-Encoding",
-        ));
+        return Err(H1Error::Invalid(headers::LENGTH_AND_CODING));
     }
     if te {
         // Exactly one coding, `chunked`: anything else would be passed on still applied.
-        let mut codings = named(b"transfer-encoding");
-        return match (codings.next(), codings.next()) {
-            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => {
-                Ok(Framing::Chunked(Chunk::Size))
-            }
-            _ => Err(H1Error::Invalid(
-                "upstream response has an unsupported Transfer-Encoding",
-            )),
+        let values = fields
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"transfer-encoding"))
+            .map(|(_, v)| v);
+        return if headers::only_chunked(values) {
+            Ok(Framing::Chunked(Chunk::Size))
+        } else {
+            Err(H1Error::Invalid(headers::UNSUPPORTED_CODING))
         };
     }
     if cl {

@@ -166,16 +166,32 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
 /// `chunked`; any other coding (or a repeated `chunked`) would be forwarded still applied and
 /// no longer labelled, so such messages are refused instead.
 pub fn transfer_encoding_ok(headers: &HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+    only_chunked(
+        headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// Whether these `Transfer-Encoding` field values (all of them, in order) are absent or name
+/// exactly one coding, `chunked`.
+pub fn only_chunked<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let mut codings = values
+        .into_iter()
+        .flat_map(|v| v.split(|b| *b == b','))
         .map(<[u8]>::trim_ascii);
     match codings.next() {
         None => true,
         Some(first) => first.eq_ignore_ascii_case(b"chunked") && codings.next().is_none(),
     }
 }
+
+/// Why an upstream response's framing is refused.
+pub const LENGTH_AND_CODING: &str =
+    "upstream response has both Content-Length and Transfer-Encoding";
+/// Why an upstream response's framing is refused.
+pub const UNSUPPORTED_CODING: &str = "upstream response has an unsupported Transfer-Encoding";
 
 /// Hold an upstream response to the request framing rules (hyper has already refused
 /// conflicting Content-Lengths): no Content-Length beside Transfer-Encoding, and no
@@ -184,10 +200,10 @@ pub fn check_response_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     if headers.contains_key(header::TRANSFER_ENCODING)
         && headers.contains_key(header::CONTENT_LENGTH)
     {
-        return Err("upstream response has both Content-Length and Transfer-Encoding");
+        return Err(LENGTH_AND_CODING);
     }
     if !transfer_encoding_ok(headers) {
-        return Err("upstream response has an unsupported Transfer-Encoding");
+        return Err(UNSUPPORTED_CODING);
     }
     Ok(())
 }
